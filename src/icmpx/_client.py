@@ -1,0 +1,258 @@
+"""AsyncClient: owns the engine (sockets, reader tasks, timer) and offers the operations."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ._engine import Engine, EngineStats, Target
+from ._exceptions import ClientClosedError
+from ._models import EchoResult
+from ._ping import iter_series
+from ._resolve import ReverseResolver, normalize_family, resolve
+
+__all__ = ["AsyncClient"]
+
+_MAX_PAYLOAD = {False: 65535 - 20 - 8, True: 65535 - 8}
+
+
+def check_timeout(timeout: float, name: str = "timeout") -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"{name} must be a number of seconds, not {timeout!r}")
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, not {timeout!r}")
+    return float(timeout)
+
+
+def check_interval(interval: float) -> float:
+    if isinstance(interval, bool) or not isinstance(interval, int | float):
+        raise TypeError(f"interval must be a number of seconds, not {interval!r}")
+    if not math.isfinite(interval) or interval < 0:
+        raise ValueError(f"interval must be zero or a positive number of seconds, not {interval!r}")
+    return float(interval)
+
+
+def check_int(value: int, name: str, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ValueError(f"{name} must be {bounds}, not {value}")
+    return value
+
+
+def check_payload(size: int, v6: bool | None = None) -> int:
+    limit = _MAX_PAYLOAD[bool(v6)]
+    check_int(size, "payload_size", 0)
+    if size > limit:
+        family = "IPv6" if v6 else "IPv4"
+        raise ValueError(f"payload_size {size} is too large for {family} (at most {limit} bytes)")
+    return size
+
+
+def check_rate(rate: float | None) -> float | None:
+    if rate is None:
+        return None
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not math.isfinite(rate) or rate < 0:
+        raise ValueError(f"rate must be None, 0 or a positive number of packets per second, not {rate!r}")
+    return float(rate) or None
+
+
+class AsyncClient:
+    """An ICMP client for asyncio (and trio, through anyio).
+
+    One ICMP socket per address family, opened on first use and shared by every call: use one client for
+    the life of your program and run as many calls on it concurrently as you like::
+
+        async with icmpx.AsyncClient(timeout=1.0) as client:
+            results = await client.ping("127.0.0.1", count=3, interval=0.2)
+
+    Keyword arguments (all optional): ``timeout`` seconds per request (2.0), ``privileged`` (``None``: a raw
+    socket when allowed, else an unprivileged ping socket; ``True``/``False`` force one), ``resolve_dns_default``
+    (reverse DNS of responders, False), ``source`` (address to bind), ``ttl`` (64), ``payload_size`` (56) and
+    ``rate`` (a cap in packets per second on everything the client sends; ``None`` or 0 for none).
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 2.0,
+        privileged: bool | None = None,
+        resolve_dns_default: bool = False,
+        source: str | None = None,
+        ttl: int = 64,
+        payload_size: int = 56,
+        rate: float | None = None,
+    ) -> None:
+        self.timeout = check_timeout(timeout)
+        if privileged not in (None, True, False):
+            raise ValueError("privileged must be None, True or False")
+        self.privileged = privileged
+        self.resolve_dns_default = bool(resolve_dns_default)
+        self.source = source
+        self.ttl = check_int(ttl, "ttl", 1, 255)
+        self.payload_size = check_payload(payload_size, v6=True)
+        self.rate = check_rate(rate)
+        self._engine: Engine | None = None
+        self._task_group: TaskGroup | None = None
+        self._closed = False
+        self._reverse = ReverseResolver()
+
+    # ------------------------------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> Self:
+        if self._closed:
+            raise ClientClosedError("this client was closed; create a new one")
+        if self._task_group is not None:
+            raise RuntimeError("this client is already open")
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        self._engine = Engine(
+            privileged=self.privileged,
+            source=self.source,
+            ttl=self.ttl,
+            rate=self.rate,
+            spawn=task_group.start_soon,
+        )
+        task_group.start_soon(self._engine.run_timer)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the sockets and end every pending call with `ClientClosedError`. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        engine, task_group = self._engine, self._task_group
+        if engine is not None:
+            engine.abort(ClientClosedError("the client was closed while this call was waiting"))
+        try:
+            if task_group is not None:
+                task_group.cancel_scope.cancel()
+                await task_group.__aexit__(None, None, None)
+        finally:
+            if engine is not None:
+                engine.close_sockets()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def stats(self) -> EngineStats:
+        """Counters of packets sent, matched and dropped (foreign, forged, late, duplicate, malformed)."""
+        return self._require_engine(check_closed=False).stats()
+
+    def _require_engine(self, *, check_closed: bool = True) -> Engine:
+        if self._closed and check_closed:
+            raise ClientClosedError("the client is closed")
+        if self._engine is None:
+            raise RuntimeError(
+                "AsyncClient is not open: use `async with icmpx.AsyncClient() as client:` "
+                "(or `await client.__aenter__()`)"
+            )
+        return self._engine
+
+    async def resolve(self, host: str, *, family: int | None = None) -> Target:
+        """Resolve a host name or address literal (``family`` 4 or 6 to choose)."""
+        return await resolve(host, family)
+
+    async def reverse_dns(self, addr: str) -> str | None:
+        """The reverse DNS name of ``addr`` (cached per client, bounded in time), ``None`` when there is none."""
+        return await self._reverse.lookup(addr)
+
+    # ------------------------------------------------------------------------------------ operations
+
+    async def probe(
+        self,
+        host: str,
+        *,
+        ttl: int | None = None,
+        timeout: float | None = None,
+        payload_size: int | None = None,
+        family: int | None = None,
+    ) -> EchoResult:
+        """Send one echo request at ``ttl`` and return its `EchoResult`.
+
+        A router's Time Exceeded is a normal result: ``error == "time-exceeded"`` and the router in
+        ``reply.received_packet.ip_header.src_addr``.
+        """
+        results = await self.ping(
+            host, count=1, interval=0, ttl=ttl, timeout=timeout, payload_size=payload_size, family=family
+        )
+        return results[0]
+
+    async def ping(
+        self,
+        host: str,
+        *,
+        count: int = 4,
+        interval: float = 1.0,
+        timeout: float | None = None,
+        ttl: int | None = None,
+        payload_size: int | None = None,
+        family: int | None = None,
+    ) -> list[EchoResult]:
+        """Ping ``host`` ``count`` times, ``interval`` seconds apart; results in sequence order.
+
+        Echoes go out on schedule without waiting for earlier replies, as ping(8) does; each waits up to
+        ``timeout`` seconds for its answer.
+        """
+        async with aclosing(
+            self.iter_ping(
+                host,
+                count=count,
+                interval=interval,
+                timeout=timeout,
+                ttl=ttl,
+                payload_size=payload_size,
+                family=family,
+            )
+        ) as results:
+            return [result async for result in results]
+
+    async def iter_ping(
+        self,
+        host: str,
+        *,
+        count: int = 4,
+        interval: float = 1.0,
+        timeout: float | None = None,
+        ttl: int | None = None,
+        payload_size: int | None = None,
+        family: int | None = None,
+    ) -> AsyncIterator[EchoResult]:
+        """Like `ping`, but yields each result as soon as it and the ones before it are known."""
+        options = self._echo_options(count=count, interval=interval, timeout=timeout, ttl=ttl)
+        size = self.payload_size if payload_size is None else check_int(payload_size, "payload_size", 0)
+        normalize_family(family)
+        engine = self._require_engine()
+        target = await resolve(host, family)
+        check_payload(size, target.v6)
+        async with aclosing(iter_series(engine, target, payload_size=size, **options)) as series:
+            async for result in series:
+                yield result
+
+    def _echo_options(
+        self, *, count: int, interval: float, timeout: float | None, ttl: int | None
+    ) -> dict[str, Any]:
+        return {
+            "count": check_int(count, "count", 1),
+            "interval": check_interval(interval),
+            "timeout": self.timeout if timeout is None else check_timeout(timeout),
+            "ttl": self.ttl if ttl is None else check_int(ttl, "ttl", 1, 255),
+        }

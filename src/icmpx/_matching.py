@@ -1,0 +1,238 @@
+"""Which probe does a packet answer? Sequence allocation, the pending table and expiry. Pure.
+
+No socket, no clock, no event loop here: times are integers (nanoseconds) passed in by the engine, so every
+rule can be tested with made-up times.
+
+A probe is keyed by ``ident << 16 | seq``. Each identifier offers 65,536 sequences; when all of one
+identifier's sequences are in flight the allocator moves on to the next identifier, and asks its owner for
+a new one (a new random identifier on a raw socket, a new ping socket, since there the kernel owns the
+identifier) when every identifier it has is full.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple, Protocol
+
+from ._models import MplsLabel
+
+__all__ = [
+    "TIMEOUT",
+    "IdentSlot",
+    "Outcome",
+    "PendingTable",
+    "Probe",
+    "Sink",
+]
+
+SEQ_SPACE = 1 << 16
+
+
+class Outcome(NamedTuple):
+    """What became of a probe: a reply, an ICMP error, a local send error, or a timeout.
+
+    ``rtt_ms`` and ``src`` are ``None`` when nothing answered.
+    """
+
+    rtt_ms: float | None
+    error: str | None
+    src: str | None = None
+    dst: str | None = None
+    ttl: int | None = None
+    icmp_type: int = -1
+    icmp_code: int = -1
+    size: int = 0
+    mpls: tuple[MplsLabel, ...] = ()
+
+
+TIMEOUT = Outcome(rtt_ms=None, error="timeout")
+
+
+class Sink(Protocol):
+    """Receives the outcomes of the probes of one call (a ping series, a trace, a sweep)."""
+
+    def deliver(self, probe: Probe, outcome: Outcome) -> None:
+        """Called once per probe, from the engine's reader or timer; must be quick and must not raise."""
+
+    def abort(self, exc: BaseException) -> None:
+        """The engine is going away (client closed, socket failed): wake the caller with ``exc``."""
+
+
+class Probe:
+    """One echo request in flight. Mutable and slotted: the engine makes one per packet."""
+
+    __slots__ = (
+        "addr",
+        "channel",
+        "deadline_ns",
+        "done",
+        "ident",
+        "key",
+        "payload_size",
+        "sent_ns",
+        "seq",
+        "signature",
+        "sink",
+        "tag",
+        "ttl",
+    )
+
+    def __init__(
+        self,
+        *,
+        addr: str,
+        ident: int,
+        seq: int,
+        ttl: int,
+        payload_size: int,
+        signature: bytes,
+        deadline_ns: int,
+        sink: Sink,
+        tag: Any = None,
+        channel: Any = None,
+    ) -> None:
+        self.addr = addr
+        self.ident = ident
+        self.seq = seq
+        self.key = (ident << 16) | seq
+        self.ttl = ttl
+        self.payload_size = payload_size
+        self.signature = signature
+        self.sent_ns = 0
+        self.deadline_ns = deadline_ns
+        self.sink = sink
+        self.tag = tag
+        self.channel = channel
+        self.done = False
+
+    def __repr__(self) -> str:
+        return f"<Probe {self.addr} ident={self.ident} seq={self.seq} ttl={self.ttl} done={self.done}>"
+
+
+class IdentSlot:
+    """One identifier and the next sequence to try on it."""
+
+    __slots__ = ("channel", "ident", "in_flight", "next_seq")
+
+    def __init__(self, ident: int, channel: Any = None, first_seq: int = 0) -> None:
+        self.ident = ident
+        self.channel = channel
+        self.next_seq = first_seq % SEQ_SPACE
+        self.in_flight = 0
+
+
+class PendingTable:
+    """Probes in flight, by key; their deadlines in a heap; a short memory of finished keys.
+
+    The memory tells a *duplicate* (a second answer to a probe that was answered) and a *late* answer (to a
+    probe that timed out) from a packet that matches nothing we sent.
+    """
+
+    def __init__(self, new_ident: Callable[[], IdentSlot], *, memory: int = 65536) -> None:
+        self._new_ident = new_ident
+        self._probes: dict[int, Probe] = {}
+        self._slots: list[IdentSlot] = []
+        self._slot_by_ident: dict[int, IdentSlot] = {}
+        self._current = 0
+        self._deadlines: list[tuple[int, int, Probe]] = []
+        self._order = 0
+        self._memory = memory
+        self._finished: dict[int, tuple[bytes, bool]] = {}
+
+    def __len__(self) -> int:
+        return len(self._probes)
+
+    def __iter__(self) -> Iterator[Probe]:
+        return iter(list(self._probes.values()))
+
+    @property
+    def idents(self) -> list[int]:
+        return [slot.ident for slot in self._slots]
+
+    def owns(self, ident: int) -> bool:
+        return ident in self._slot_by_ident
+
+    def add_slot(self, slot: IdentSlot) -> None:
+        self._slots.append(slot)
+        self._slot_by_ident[slot.ident] = slot
+
+    def allocate(self) -> tuple[IdentSlot, int]:
+        """A free (identifier, sequence); a new identifier only when every one we have is full."""
+        for _ in range(len(self._slots)):
+            slot = self._slots[self._current]
+            if slot.in_flight < SEQ_SPACE:
+                return slot, self._next_free_seq(slot)
+            self._current = (self._current + 1) % len(self._slots)
+        slot = self._new_ident()
+        self.add_slot(slot)
+        self._current = len(self._slots) - 1
+        return slot, self._next_free_seq(slot)
+
+    def _next_free_seq(self, slot: IdentSlot) -> int:
+        probes = self._probes
+        base = slot.ident << 16
+        seq = slot.next_seq
+        while (base | seq) in probes:
+            seq = (seq + 1) % SEQ_SPACE
+        slot.next_seq = (seq + 1) % SEQ_SPACE
+        return seq
+
+    def add(self, probe: Probe) -> None:
+        """Register a probe (its key must come from `allocate`)."""
+        self._probes[probe.key] = probe
+        self._slot_by_ident[probe.ident].in_flight += 1
+        self._order += 1
+        heapq.heappush(self._deadlines, (probe.deadline_ns, self._order, probe))
+
+    def get(self, key: int) -> Probe | None:
+        return self._probes.get(key)
+
+    def finish(self, probe: Probe, *, answered: bool) -> None:
+        """Take a probe out of the table (answered, timed out or discarded). Idempotent."""
+        if probe.done:
+            return
+        probe.done = True
+        if self._probes.pop(probe.key, None) is not None:
+            self._slot_by_ident[probe.ident].in_flight -= 1
+        finished = self._finished
+        finished[probe.key] = (probe.signature, answered)
+        if len(finished) > self._memory:
+            del finished[next(iter(finished))]
+
+    def recall(self, key: int, signature: bytes) -> str | None:
+        """For a packet that matched no pending probe: ``"duplicate"``, ``"late"`` or ``None`` (unknown)."""
+        seen = self._finished.get(key)
+        if seen is None:
+            return None
+        expected, answered = seen
+        n = min(len(signature), len(expected))
+        if signature[:n] != expected[:n]:
+            return None
+        return "duplicate" if answered else "late"
+
+    def next_deadline(self) -> int | None:
+        """Earliest deadline among pending probes (stale heap entries are dropped on the way)."""
+        heap = self._deadlines
+        while heap and heap[0][2].done:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def expire(self, now_ns: int) -> list[Probe]:
+        """Remove and return the probes whose deadline is at or before ``now_ns``."""
+        heap = self._deadlines
+        expired: list[Probe] = []
+        while heap and heap[0][0] <= now_ns:
+            probe = heapq.heappop(heap)[2]
+            if not probe.done:
+                self.finish(probe, answered=False)
+                expired.append(probe)
+        return expired
+
+    def drain(self) -> list[Probe]:
+        """Remove and return every pending probe (closing)."""
+        probes = list(self._probes.values())
+        for probe in probes:
+            self.finish(probe, answered=False)
+        self._deadlines.clear()
+        return probes

@@ -1,0 +1,101 @@
+"""ping and probe: series of echoes over the engine, results in sequence order."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator
+
+import anyio
+
+from ._engine import Engine, Target
+from ._matching import Outcome, Probe
+from ._models import EchoReply, EchoRequest, EchoResult, IPHeader, ReceivedPacket
+
+__all__ = ["SeriesSink", "echo_result", "iter_series"]
+
+
+def echo_result(probe: Probe, outcome: Outcome) -> EchoResult:
+    """The public result for one probe's outcome."""
+    request = EchoRequest(
+        addr=probe.addr, ident=probe.ident, seq=probe.seq, ttl=probe.ttl, payload_size=probe.payload_size
+    )
+    if outcome.src is None or outcome.rtt_ms is None:
+        return EchoResult(request=request, reply=None, error=outcome.error)
+    packet = ReceivedPacket(
+        ip_header=IPHeader(src_addr=outcome.src, dst_addr=outcome.dst, ttl=outcome.ttl),
+        icmp_type=outcome.icmp_type,
+        icmp_code=outcome.icmp_code,
+        ident=probe.ident,
+        seq=probe.seq,
+        size=outcome.size,
+        mpls=outcome.mpls,
+    )
+    return EchoResult(request=request, reply=EchoReply(rtt=outcome.rtt_ms, received_packet=packet), error=outcome.error)
+
+
+class SeriesSink:
+    """Collects the outcomes of a numbered series of probes (``probe.tag`` is the position)."""
+
+    def __init__(self, count: int) -> None:
+        self.results: list[EchoResult | None] = [None] * count
+        self.probes: list[Probe] = []
+        self.failure: BaseException | None = None
+        self._changed = anyio.Event()
+
+    def deliver(self, probe: Probe, outcome: Outcome) -> None:
+        self.results[probe.tag] = echo_result(probe, outcome)
+        self._changed.set()
+
+    def abort(self, exc: BaseException) -> None:
+        self.failure = exc
+        self._changed.set()
+
+    async def changed(self, timeout: float | None) -> None:
+        """Wait until a result arrives (or ``timeout`` seconds pass); raise if the engine went away."""
+        if not self._changed.is_set():
+            with anyio.move_on_after(timeout):
+                await self._changed.wait()
+        if self._changed.is_set():
+            self._changed = anyio.Event()
+        self.check()
+
+    def check(self) -> None:
+        if self.failure is not None:
+            raise copy.copy(self.failure)
+
+
+async def iter_series(
+    engine: Engine,
+    target: Target,
+    *,
+    count: int,
+    interval: float,
+    ttl: int,
+    payload_size: int,
+    timeout: float,
+) -> AsyncIterator[EchoResult]:
+    """Send ``count`` echoes ``interval`` seconds apart (not waiting for replies, as ping(8) does) and
+    yield each result in sequence order as soon as it and those before it are known."""
+    sink = SeriesSink(count)
+    start = anyio.current_time()
+    sent = 0
+    yielded = 0
+    try:
+        while yielded < count:
+            while sent < count and anyio.current_time() >= start + sent * interval:
+                sink.probes.append(
+                    await engine.send(
+                        target, ttl=ttl, payload_size=payload_size, timeout=timeout, sink=sink, tag=sent
+                    )
+                )
+                sent += 1
+            sink.check()
+            while yielded < count and (result := sink.results[yielded]) is not None:
+                yield result
+                yielded += 1
+            if yielded >= count:
+                break
+            wait = None if sent >= count else max(start + sent * interval - anyio.current_time(), 0.0)
+            await sink.changed(wait)
+    finally:
+        engine.discard(sink.probes)

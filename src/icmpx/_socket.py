@@ -1,0 +1,166 @@
+"""Opening ICMP sockets: the only module that calls ``socket()`` and ``setsockopt()``.
+
+Two kinds (see LINUX-ICMP facts in the docs):
+
+* raw (``SOCK_RAW``): needs ``CAP_NET_RAW``; sees every ICMP packet of its family on the host, so a kernel
+  filter keeps only replies and errors; IPv4 reads start at the IP header; we pick the identifiers.
+* ping socket (``SOCK_DGRAM``): allowed by ``net.ipv4.ping_group_range``; the kernel owns the identifier
+  (the socket's "port") and delivers only our replies; errors come through the error queue (``IP_RECVERR``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+import sys
+from dataclasses import dataclass
+
+from ._exceptions import RawSocketPermissionError, SocketError
+
+# Constants CPython does not define (Linux values), in one place.
+SOL_RAW = 255
+ICMP_FILTER = 1
+ICMP6_FILTER = 1
+IP_RECVERR = 11
+IP_RECVTTL = 12
+IP_TTL = 2
+IPV6_RECVERR = 25
+IPV6_RECVHOPLIMIT = 51
+IPV6_HOPLIMIT = 52
+IPV6_UNICAST_HOPS = 16
+SO_TIMESTAMPNS = 35
+SCM_TIMESTAMPNS = SO_TIMESTAMPNS
+SO_RCVBUFFORCE = 33
+SO_SNDBUFFORCE = 32
+MSG_ERRQUEUE = 0x2000
+SO_EE_ORIGIN_ICMP = 2
+SO_EE_ORIGIN_ICMP6 = 3
+
+# Large enough for a burst of tens of thousands of replies (each costs ~768 bytes of skb truesize).
+RECEIVE_BUFFER = 32 * 1024 * 1024
+SEND_BUFFER = 4 * 1024 * 1024
+
+_PERMISSION_ERRNOS = frozenset({errno.EPERM, errno.EACCES})
+
+
+@dataclass(slots=True)
+class IcmpSocket:
+    """An open ICMP socket and what the engine must know about it."""
+
+    sock: socket.socket
+    v6: bool
+    raw: bool
+    ident: int | None
+    """The kernel-assigned identifier of a ping socket; ``None`` on raw sockets (we choose)."""
+    default_ttl: int
+
+    @property
+    def kind(self) -> str:
+        return "raw" if self.raw else "dgram"
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def permission_message() -> str:
+    exe = os.path.realpath(sys.executable)
+    return (
+        "icmpx needs either a raw ICMP socket or an unprivileged ICMP (ping) socket, and neither may be "
+        "opened by this process.\n"
+        f"  * allow raw sockets for this interpreter:  sudo setcap cap_net_raw+ep {exe}\n"
+        "  * or allow ping sockets for your group:     "
+        f"sudo sysctl -w net.ipv4.ping_group_range='0 2147483647'\n"
+        "    (persist it in /etc/sysctl.d/; in a container, set the same sysctl in its namespace)\n"
+        "  * or run as root."
+    )
+
+
+def open_icmp_socket(
+    *, v6: bool, privileged: bool | None, source: str | None = None, ttl: int = 64
+) -> IcmpSocket:
+    """Open and configure an ICMP socket of the family.
+
+    ``privileged=None`` tries a raw socket, then a ping socket; ``True``/``False`` force one kind. Raises
+    `RawSocketPermissionError` when the kind(s) tried are not permitted, `SocketError` on other failures.
+    """
+    family = socket.AF_INET6 if v6 else socket.AF_INET
+    proto = socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP
+    kinds = [True, False] if privileged is None else [privileged]
+    denied: list[OSError] = []
+    for raw in kinds:
+        try:
+            sock = socket.socket(family, socket.SOCK_RAW if raw else socket.SOCK_DGRAM, proto)
+        except OSError as exc:
+            if exc.errno in _PERMISSION_ERRNOS:
+                denied.append(exc)
+                continue
+            raise SocketError(exc.errno, f"cannot open an ICMP socket: {exc.strerror}") from exc
+        try:
+            return _configure(sock, v6=v6, raw=raw, source=source, ttl=ttl)
+        except BaseException:
+            sock.close()
+            raise
+    raise RawSocketPermissionError(permission_message()) from (denied[-1] if denied else None)
+
+
+def _configure(sock: socket.socket, *, v6: bool, raw: bool, source: str | None, ttl: int) -> IcmpSocket:
+    try:
+        sock.setblocking(False)
+        _set_buffers(sock)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        if v6:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_UNICAST_HOPS, ttl)
+            if raw:
+                sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, icmp6_filter())
+            else:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_TTL, ttl)
+            if raw:
+                sock.setsockopt(SOL_RAW, ICMP_FILTER, icmp4_filter())
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+                sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+        if source is not None or not raw:
+            # A ping socket's identifier is its port: bind now so getsockname() tells it before any send.
+            sock.bind((source or ("::" if v6 else "0.0.0.0"), 0))
+    except OSError as exc:
+        raise SocketError(exc.errno, f"cannot configure the ICMP socket: {exc.strerror}") from exc
+    ident = None if raw else sock.getsockname()[1]
+    return IcmpSocket(sock=sock, v6=v6, raw=raw, ident=ident, default_ttl=ttl)
+
+
+def _set_buffers(sock: socket.socket) -> None:
+    for force, plain, size in (
+        (SO_RCVBUFFORCE, socket.SO_RCVBUF, RECEIVE_BUFFER),
+        (SO_SNDBUFFORCE, socket.SO_SNDBUF, SEND_BUFFER),
+    ):
+        try:
+            # Root (CAP_NET_ADMIN) may go past net.core.rmem_max; others get what the sysctl allows.
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, plain, size)
+
+
+def icmp4_filter() -> bytes:
+    """ICMP_FILTER mask: a set bit drops that type. Pass echo reply, unreachable, time exceeded, param."""
+    allowed = (1 << 0) | (1 << 3) | (1 << 11) | (1 << 12)
+    return struct.pack("=I", ~allowed & 0xFFFFFFFF)
+
+
+def icmp6_filter() -> bytes:
+    """ICMP6_FILTER: 256 bits, a set bit blocks that type (Linux semantics)."""
+    words = [0xFFFFFFFF] * 8
+    for t in (1, 2, 3, 4, 129):
+        words[t >> 5] &= ~(1 << (t & 31)) & 0xFFFFFFFF
+    return struct.pack("=8I", *words)
+
+
+def ttl_cmsg(v6: bool, ttl: int) -> tuple[int, int, bytes]:
+    """The control message that sets the TTL / hop limit of one packet on ``sendmsg``."""
+    if v6:
+        return (socket.IPPROTO_IPV6, IPV6_HOPLIMIT, struct.pack("=i", ttl))
+    return (socket.IPPROTO_IP, IP_TTL, struct.pack("=i", ttl))

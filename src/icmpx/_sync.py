@@ -1,0 +1,127 @@
+"""Client: the blocking facade. Every method runs the `AsyncClient` one in a private event loop thread."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager
+from types import TracebackType
+from typing import Any, ParamSpec, Self, TypeVar
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from ._client import AsyncClient
+from ._engine import EngineStats
+from ._exceptions import ClientClosedError
+from ._models import EchoResult
+
+__all__ = ["Client"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Client:
+    """Blocking ICMP client with the same methods and keywords as `AsyncClient`::
+
+        with icmpx.Client(timeout=1.5) as client:
+            for result in client.ping("127.0.0.1", count=3):
+                print(result.request.addr, result.reply.rtt if result.reply else result.error)
+
+    It runs an event loop in a background thread (an anyio blocking portal) for its whole life; use it as a
+    context manager, or call `close()`. Iterators it returns (``iter_ping``, ``mtr``) are plain iterators.
+    """
+
+    def __init__(self, *, backend: str = "asyncio", **options: Any) -> None:
+        self._async = AsyncClient(**options)
+        self._backend = backend
+        self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
+        self._portal: BlockingPortal | None = None
+        self._client_cm: AbstractContextManager[AsyncClient] | None = None
+        self._closed = False
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Start the event loop thread and open the client (done by ``with`` or on first use)."""
+        if self._closed:
+            raise ClientClosedError("this client was closed; create a new one")
+        if self._portal is not None:
+            return
+        self._portal_cm = start_blocking_portal(self._backend)
+        self._portal = self._portal_cm.__enter__()
+        try:
+            self._client_cm = self._portal.wrap_async_context_manager(self._async)
+            self._client_cm.__enter__()
+        except BaseException:
+            self._portal_cm.__exit__(None, None, None)
+            self._portal = self._portal_cm = None
+            raise
+
+    def close(self) -> None:
+        """Close the client and stop its event loop thread. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._client_cm is not None:
+                self._client_cm.__exit__(None, None, None)
+        finally:
+            if self._portal_cm is not None:
+                self._portal_cm.__exit__(None, None, None)
+            self._portal = self._portal_cm = self._client_cm = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _portal_or_open(self) -> BlockingPortal:
+        if self._closed:
+            raise ClientClosedError("the client is closed")
+        if self._portal is None:
+            self.open()
+        assert self._portal is not None
+        return self._portal
+
+    def _call(self, func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        portal = self._portal_or_open()
+        return portal.call(functools.partial(func, *args, **kwargs))  # type: ignore[arg-type]
+
+    def _iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:
+        portal = self._portal_or_open()
+        try:
+            while True:
+                try:
+                    yield portal.call(agen.__anext__)
+                except StopAsyncIteration:
+                    return
+        finally:
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None and self._portal is not None:
+                portal.call(aclose)
+
+    @property
+    def stats(self) -> EngineStats:
+        return self._async.stats
+
+    def probe(self, host: str, **options: Any) -> EchoResult:
+        """See `AsyncClient.probe`."""
+        return self._call(self._async.probe, host, **options)
+
+    def ping(self, host: str, **options: Any) -> list[EchoResult]:
+        """See `AsyncClient.ping`."""
+        return self._call(self._async.ping, host, **options)
+
+    def iter_ping(self, host: str, **options: Any) -> Iterator[EchoResult]:
+        """See `AsyncClient.iter_ping`; a plain iterator."""
+        return self._iterate(self._async.iter_ping(host, **options))
+
+    def reverse_dns(self, addr: str) -> str | None:
+        return self._call(self._async.reverse_dns, addr)

@@ -1,0 +1,540 @@
+"""ICMP and ICMPv6 on the wire: bytes in, typed packets out, and back. Pure functions, no I/O.
+
+Nothing here imports ``socket``, ``anyio`` or ``time`` (a test enforces it). Every parser takes any bytes and
+either returns a packet or raises one `MalformedPacket`; never ``IndexError`` or ``struct.error``.
+
+Echo request / reply (RFC 792, RFC 4443)::
+
+     0                   1                   2                   3
+     0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+    |     Type      |     Code      |          Checksum             |
+    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+    |           Identifier          |        Sequence Number        |
+    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+    |     Payload: cookie (8) | token (4) | balance (2) | padding ...
+    +-+-+-+-+-+-+-+-
+
+The payload proves a reply is ours: an 8-byte cookie drawn at random per client and a 4-byte token per
+probe (so a late reply to an earlier probe that used the same identifier and sequence is told apart). The
+two "balance" bytes let a traceroute keep the ICMP checksum constant while the sequence changes (Paris
+traceroute: per-flow load balancers hash type, code and checksum, so every probe stays on one path).
+
+Errors (Destination Unreachable, Time Exceeded, Parameter Problem, Packet Too Big) quote the datagram that
+caused them, after a 4-byte field whose meaning depends on the type::
+
+    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+    |     Type      |     Code      |          Checksum             |
+    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+    | v4: pointer/unused | length | next-hop MTU/unused             |
+    | v6: length | unused  (Time Exceeded, Unreachable); MTU; pointer |
+    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+    |      Internet header + leading octets of original datagram     |
+    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+    |      RFC 4884 extension structure (optional): MPLS labels ...  |
+
+RFC 4884 puts the length of the original datagram field in the ``length`` byte (32-bit words for ICMPv4,
+64-bit words for ICMPv6); older routers pad the quote to 128 bytes and append the extension without it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+import sys
+from array import array
+from dataclasses import dataclass
+
+from ._exceptions import MalformedPacket
+from ._models import MplsLabel
+
+__all__ = [
+    "BALANCE_OFFSET",
+    "COOKIE_SIZE",
+    "ECHO_HEADER",
+    "ICMP4_DEST_UNREACH",
+    "ICMP4_ECHO_REPLY",
+    "ICMP4_ECHO_REQUEST",
+    "ICMP4_PARAM_PROBLEM",
+    "ICMP4_TIME_EXCEEDED",
+    "ICMP6_DEST_UNREACH",
+    "ICMP6_ECHO_REPLY",
+    "ICMP6_ECHO_REQUEST",
+    "ICMP6_PACKET_TOO_BIG",
+    "ICMP6_PARAM_PROBLEM",
+    "ICMP6_TIME_EXCEEDED",
+    "SIGNATURE_SIZE",
+    "TOKEN_OFFSET",
+    "IPv4Header",
+    "IcmpExtension",
+    "IcmpMessage",
+    "Quoted",
+    "balance_checksum",
+    "build_echo_request",
+    "build_payload",
+    "checksum",
+    "error_name",
+    "format_ipv4",
+    "format_ipv6",
+    "parse_icmp",
+    "parse_ipv4_header",
+    "parse_ipv4_packet",
+]
+
+ICMP4_ECHO_REPLY = 0
+ICMP4_DEST_UNREACH = 3
+ICMP4_SOURCE_QUENCH = 4
+ICMP4_REDIRECT = 5
+ICMP4_ECHO_REQUEST = 8
+ICMP4_TIME_EXCEEDED = 11
+ICMP4_PARAM_PROBLEM = 12
+
+ICMP6_DEST_UNREACH = 1
+ICMP6_PACKET_TOO_BIG = 2
+ICMP6_TIME_EXCEEDED = 3
+ICMP6_PARAM_PROBLEM = 4
+ICMP6_ECHO_REQUEST = 128
+ICMP6_ECHO_REPLY = 129
+
+IPPROTO_ICMP = 1
+IPPROTO_ICMPV6 = 58
+
+ECHO_HEADER = struct.Struct("!BBHHH")
+"""type, code, checksum, identifier, sequence: the 8-byte header of echo messages."""
+
+COOKIE_SIZE = 8
+TOKEN_OFFSET = 8
+BALANCE_OFFSET = 12
+SIGNATURE_SIZE = 12
+"""Payload bytes that prove a reply is ours: the cookie and the token."""
+_PAYLOAD_HEADER = 14
+_MAX_ICMP = 65535
+
+_TOKEN = struct.Struct("!I")
+_U16 = struct.Struct("!H")
+_IPV4 = struct.Struct("!BBHHHBBH4s4s")
+_IPV6 = struct.Struct("!IHBB16s16s")
+_EXT_OBJECT = struct.Struct("!HBB")
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+_V4_ERRORS = frozenset({ICMP4_DEST_UNREACH, ICMP4_SOURCE_QUENCH, ICMP4_REDIRECT, ICMP4_TIME_EXCEEDED,
+                        ICMP4_PARAM_PROBLEM})
+_V6_ERRORS = frozenset({ICMP6_DEST_UNREACH, ICMP6_PACKET_TOO_BIG, ICMP6_TIME_EXCEEDED, ICMP6_PARAM_PROBLEM})
+
+_V4_UNREACH = {
+    0: "net-unreachable",
+    1: "host-unreachable",
+    2: "protocol-unreachable",
+    3: "port-unreachable",
+    4: "fragmentation-needed",
+    5: "source-route-failed",
+    6: "net-unknown",
+    7: "host-unknown",
+    8: "source-host-isolated",
+    9: "net-prohibited",
+    10: "host-prohibited",
+    11: "net-unreachable-for-tos",
+    12: "host-unreachable-for-tos",
+    13: "admin-prohibited",
+    14: "host-precedence-violation",
+    15: "precedence-cutoff",
+}
+# ICMPv6 codes map onto the ICMPv4 names where they mean the same thing, so users test one name.
+_V6_UNREACH = {
+    0: "net-unreachable",
+    1: "admin-prohibited",
+    2: "beyond-scope",
+    3: "host-unreachable",
+    4: "port-unreachable",
+    5: "source-policy-failed",
+    6: "reject-route",
+    7: "source-route-error",
+    8: "headers-too-long",
+}
+_TIME_EXCEEDED = {0: "time-exceeded", 1: "reassembly-time-exceeded"}
+
+
+def error_name(v6: bool, icmp_type: int, code: int) -> str | None:
+    """The stable kebab-case name of an ICMP message, ``None`` for an echo reply."""
+    if v6:
+        if icmp_type == ICMP6_ECHO_REPLY:
+            return None
+        if icmp_type == ICMP6_DEST_UNREACH:
+            return _V6_UNREACH.get(code, f"unreachable-code-{code}")
+        if icmp_type == ICMP6_TIME_EXCEEDED:
+            return _TIME_EXCEEDED.get(code, f"time-exceeded-code-{code}")
+        if icmp_type == ICMP6_PACKET_TOO_BIG:
+            return "packet-too-big"
+        if icmp_type == ICMP6_PARAM_PROBLEM:
+            return "parameter-problem"
+        return f"icmpv6-type-{icmp_type}-code-{code}"
+    if icmp_type == ICMP4_ECHO_REPLY:
+        return None
+    if icmp_type == ICMP4_DEST_UNREACH:
+        return _V4_UNREACH.get(code, f"unreachable-code-{code}")
+    if icmp_type == ICMP4_TIME_EXCEEDED:
+        return _TIME_EXCEEDED.get(code, f"time-exceeded-code-{code}")
+    if icmp_type == ICMP4_PARAM_PROBLEM:
+        return "parameter-problem"
+    if icmp_type == ICMP4_SOURCE_QUENCH:
+        return "source-quench"
+    if icmp_type == ICMP4_REDIRECT:
+        return "redirect"
+    return f"icmp-type-{icmp_type}-code-{code}"
+
+
+# --------------------------------------------------------------------------------------------- checksum
+
+
+def _ones_sum(data: bytes | bytearray | memoryview) -> int:
+    """RFC 1071 one's complement sum of 16-bit big-endian words, folded to 16 bits."""
+    if len(data) % 2:
+        data = bytes(data) + b"\0"
+    words = array("H", bytes(data))
+    if _LITTLE_ENDIAN:
+        words.byteswap()
+    total = sum(words)
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def checksum(data: bytes | bytearray | memoryview) -> int:
+    """The Internet checksum (RFC 1071) of ``data``, as an integer in network order."""
+    return ~_ones_sum(data) & 0xFFFF
+
+
+def build_payload(cookie: bytes, token: int, size: int) -> bytes:
+    """An echo payload of ``size`` bytes: cookie, token, two balance bytes (zero), then padding.
+
+    Payloads shorter than the 14-byte header carry what fits (their replies are matched on the prefix).
+    """
+    if len(cookie) != COOKIE_SIZE:
+        raise ValueError(f"cookie must be {COOKIE_SIZE} bytes")
+    head = cookie + _TOKEN.pack(token & 0xFFFFFFFF) + b"\0\0"
+    if size <= _PAYLOAD_HEADER:
+        return head[:size]
+    return head + _padding(size - _PAYLOAD_HEADER)
+
+
+_PAD_CACHE: dict[int, bytes] = {}
+
+
+def _padding(n: int) -> bytes:
+    pad = _PAD_CACHE.get(n)
+    if pad is None:
+        # ping(8)'s habit of an incrementing byte pattern makes payload corruption visible in captures.
+        pad = bytes((0x20 + i) & 0xFF for i in range(n))
+        if len(_PAD_CACHE) < 64:
+            _PAD_CACHE[n] = pad
+    return pad
+
+
+def build_echo_request(*, v6: bool, ident: int, seq: int, payload: bytes) -> bytes:
+    """An ICMP(v6) echo request. ICMPv4 gets its checksum; ICMPv6 leaves it 0 (the kernel fills it in,
+    since it covers the IPv6 pseudo-header)."""
+    if not 0 <= ident <= 0xFFFF or not 0 <= seq <= 0xFFFF:
+        raise ValueError("identifier and sequence must fit in 16 bits")
+    if v6:
+        return ECHO_HEADER.pack(ICMP6_ECHO_REQUEST, 0, 0, ident, seq) + payload
+    unsummed = ECHO_HEADER.pack(ICMP4_ECHO_REQUEST, 0, 0, ident, seq) + payload
+    cs = checksum(unsummed)
+    return unsummed[:2] + _U16.pack(cs) + unsummed[4:]
+
+
+def balance_checksum(packet: bytes, *, v6: bool, target: int) -> bytes:
+    """Rewrite the two balance bytes of an echo request so that its checksum field is ``target``.
+
+    ICMPv4: the returned packet carries ``target`` as its (valid) checksum. ICMPv6: the checksum field stays
+    0 for the kernel to fill, and the one's complement sum of the message is made equal to ``target``, so
+    the kernel's checksum is the same for every probe to one destination. A payload too short to hold the
+    balance bytes is returned unchanged.
+    """
+    offset = ECHO_HEADER.size + BALANCE_OFFSET
+    if len(packet) < offset + 2:
+        return packet
+    buf = bytearray(packet)
+    buf[offset : offset + 2] = b"\0\0"
+    if v6:
+        buf[2:4] = b"\0\0"
+        want = target & 0xFFFF
+    else:
+        buf[2:4] = _U16.pack(target & 0xFFFF)
+        want = 0xFFFF  # a valid ICMPv4 message sums to all ones, checksum included
+    have = _ones_sum(buf)
+    # one's complement subtraction: want - have == want + ~have
+    fix = want + (~have & 0xFFFF)
+    fix = (fix & 0xFFFF) + (fix >> 16)
+    buf[offset : offset + 2] = _U16.pack(fix & 0xFFFF)
+    return bytes(buf)
+
+
+# ------------------------------------------------------------------------------------------- addresses
+
+
+def format_ipv4(raw: bytes) -> str:
+    """Dotted quad of 4 raw bytes (faster than ``ipaddress`` on a hot path)."""
+    return "%d.%d.%d.%d" % (raw[0], raw[1], raw[2], raw[3])  # noqa: UP031
+
+
+def format_ipv6(raw: bytes) -> str:
+    return ipaddress.IPv6Address(raw).compressed
+
+
+# --------------------------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IPv4Header:
+    """An IPv4 header (RFC 791); ``header_len`` comes from IHL, options included."""
+
+    header_len: int
+    tos: int
+    total_length: int
+    ident: int
+    flags: int
+    frag_offset: int
+    ttl: int
+    proto: int
+    checksum: int
+    src: str
+    dst: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Quoted:
+    """The original datagram quoted in an ICMP error: enough of our probe to know which one it was.
+
+    ``ident``/``seq``/``icmp_type`` are ``None`` when the quote stops before the ICMP header; ``payload`` holds
+    whatever of the probe's payload the router quoted (often all of it, at least 0 bytes).
+    """
+
+    src: str
+    dst: str
+    proto: int
+    ttl: int
+    icmp_type: int | None
+    icmp_code: int | None
+    ident: int | None
+    seq: int | None
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IcmpExtension:
+    """One RFC 4884 extension object."""
+
+    class_num: int
+    c_type: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IcmpMessage:
+    """A parsed ICMP or ICMPv6 message.
+
+    For echo messages ``ident``/``seq``/``payload`` are set and ``quoted`` is ``None``. For errors ``quoted`` is
+    the original datagram when one could be read, ``info`` the type-specific field (pointer, MTU), and
+    ``mpls`` the RFC 4950 label stack if the router sent one.
+    """
+
+    v6: bool
+    type: int
+    code: int
+    checksum: int
+    size: int
+    ident: int | None = None
+    seq: int | None = None
+    payload: bytes = b""
+    info: int = 0
+    quoted: Quoted | None = None
+    extensions: tuple[IcmpExtension, ...] = ()
+    mpls: tuple[MplsLabel, ...] = ()
+
+    @property
+    def is_echo_reply(self) -> bool:
+        return self.type == (ICMP6_ECHO_REPLY if self.v6 else ICMP4_ECHO_REPLY)
+
+    @property
+    def is_echo_request(self) -> bool:
+        return self.type == (ICMP6_ECHO_REQUEST if self.v6 else ICMP4_ECHO_REQUEST)
+
+    @property
+    def is_error(self) -> bool:
+        return self.type in (_V6_ERRORS if self.v6 else _V4_ERRORS)
+
+    @property
+    def error(self) -> str | None:
+        """Stable name of the message (``None`` for an echo reply)."""
+        return error_name(self.v6, self.type, self.code)
+
+
+def parse_ipv4_header(data: bytes, offset: int = 0) -> IPv4Header:
+    """Parse the IPv4 header at ``offset``, honouring IHL (options are skipped, not interpreted)."""
+    if offset < 0:
+        # struct would count a negative offset from the end (or raise struct.error): refuse it.
+        raise ValueError(f"offset must not be negative, got {offset}")
+    if len(data) - offset < 20:
+        raise MalformedPacket(f"IPv4 header needs 20 bytes, got {max(len(data) - offset, 0)}")
+    ver_ihl, tos, total, ident, frag, ttl, proto, cs, src, dst = _IPV4.unpack_from(data, offset)
+    if ver_ihl >> 4 != 4:
+        raise MalformedPacket(f"not IPv4 (version {ver_ihl >> 4})")
+    header_len = (ver_ihl & 0x0F) * 4
+    if header_len < 20:
+        raise MalformedPacket(f"IPv4 IHL {ver_ihl & 0x0F} is below the minimum of 5")
+    if len(data) - offset < header_len:
+        raise MalformedPacket("IPv4 header truncated inside its options")
+    return IPv4Header(
+        header_len=header_len,
+        tos=tos,
+        total_length=total,
+        ident=ident,
+        flags=frag >> 13,
+        frag_offset=frag & 0x1FFF,
+        ttl=ttl,
+        proto=proto,
+        checksum=cs,
+        src=format_ipv4(src),
+        dst=format_ipv4(dst),
+    )
+
+
+def parse_ipv4_packet(data: bytes) -> tuple[IPv4Header, IcmpMessage]:
+    """What a raw IPv4 ICMP socket reads: an IPv4 header, then an ICMP message."""
+    header = parse_ipv4_header(data)
+    if header.proto != IPPROTO_ICMP:
+        raise MalformedPacket(f"IPv4 protocol {header.proto} is not ICMP")
+    return header, parse_icmp(data[header.header_len :], v6=False)
+
+
+def parse_icmp(data: bytes, *, v6: bool) -> IcmpMessage:
+    """Parse an ICMP (``v6=False``) or ICMPv6 message starting at its type byte."""
+    size = len(data)
+    if size < 8:
+        raise MalformedPacket(f"ICMP message needs 8 bytes, got {size}")
+    icmp_type, code, cs, word1, word2 = ECHO_HEADER.unpack_from(data)
+    errors = _V6_ERRORS if v6 else _V4_ERRORS
+    if icmp_type not in errors:
+        # Echo and everything else: the second word is identifier and sequence for echo messages; for other
+        # informational types it is carried the same way, which is harmless.
+        return IcmpMessage(
+            v6=v6, type=icmp_type, code=code, checksum=cs, size=size, ident=word1, seq=word2,
+            payload=bytes(data[8:]),
+        )
+    return _parse_error(data, v6=v6, icmp_type=icmp_type, code=code, cs=cs)
+
+
+def _parse_error(data: bytes, *, v6: bool, icmp_type: int, code: int, cs: int) -> IcmpMessage:
+    size = len(data)
+    rest = data[4:8]
+    if v6:
+        info = int.from_bytes(rest, "big")
+        length_units = rest[0] * 8 if icmp_type in (ICMP6_DEST_UNREACH, ICMP6_TIME_EXCEEDED) else 0
+    else:
+        info = rest[0] if icmp_type == ICMP4_PARAM_PROBLEM else int.from_bytes(rest[2:4], "big")
+        length_units = rest[1] * 4 if icmp_type != ICMP4_REDIRECT else 0
+    body = bytes(data[8:])
+    quoted_bytes = body
+    extensions: tuple[IcmpExtension, ...] = ()
+    if length_units and length_units <= len(body):
+        # RFC 4884 compliant: the original datagram has an explicit length, extensions follow it.
+        quoted_bytes = body[:length_units]
+        extensions = _parse_extensions(body[length_units:])
+    elif not length_units and len(body) > 128 + 4:
+        # Pre-RFC 4884 routers: the quote is padded to 128 bytes and the extension follows, unannounced.
+        # Only accept it when the extension header validates, so a long quote is never misread.
+        candidate = _parse_extensions(body[128:], strict=True)
+        if candidate:
+            quoted_bytes, extensions = body[:128], candidate
+    quoted = _parse_quoted(quoted_bytes, v6=v6)
+    return IcmpMessage(
+        v6=v6,
+        type=icmp_type,
+        code=code,
+        checksum=cs,
+        size=size,
+        info=info,
+        payload=quoted_bytes,
+        quoted=quoted,
+        extensions=extensions,
+        mpls=_mpls_labels(extensions),
+    )
+
+
+def _parse_quoted(data: bytes, *, v6: bool) -> Quoted | None:
+    """The IP header and leading bytes of our datagram, as quoted in an error; ``None`` if unreadable."""
+    if v6:
+        if len(data) < 40 or data[0] >> 4 != 6:
+            return None
+        _vtf, _plen, next_header, hop_limit, src, dst = _IPV6.unpack_from(data)
+        offset = 40
+        # Skip extension headers we might have quoted (hop-by-hop, routing, destination options, fragment).
+        while next_header in (0, 43, 44, 60) and offset + 8 <= len(data):
+            if next_header == 44:
+                hdr_len = 8
+            else:
+                hdr_len = (data[offset + 1] + 1) * 8
+            next_header = data[offset]
+            offset += hdr_len
+        proto, ttl = next_header, hop_limit
+        src_s, dst_s = format_ipv6(src), format_ipv6(dst)
+    else:
+        if len(data) < 20 or data[0] >> 4 != 4:
+            return None
+        header_len = (data[0] & 0x0F) * 4
+        if header_len < 20 or header_len > len(data):
+            return None
+        ttl, proto = data[8], data[9]
+        src_s, dst_s = format_ipv4(data[12:16]), format_ipv4(data[16:20])
+        offset = header_len
+    inner = data[offset:]
+    icmp_proto = IPPROTO_ICMPV6 if v6 else IPPROTO_ICMP
+    if proto == icmp_proto and len(inner) >= 8:
+        itype, icode, _cs, ident, seq = ECHO_HEADER.unpack_from(inner)
+        return Quoted(
+            src=src_s, dst=dst_s, proto=proto, ttl=ttl, icmp_type=itype, icmp_code=icode, ident=ident,
+            seq=seq, payload=bytes(inner[8:]),
+        )
+    return Quoted(
+        src=src_s, dst=dst_s, proto=proto, ttl=ttl, icmp_type=None, icmp_code=None, ident=None, seq=None,
+        payload=b"",
+    )
+
+
+def _parse_extensions(data: bytes, *, strict: bool = False) -> tuple[IcmpExtension, ...]:
+    """RFC 4884 extension structure: a 4-byte header (version 2, checksum) then objects.
+
+    Malformed structures yield no extensions rather than an error: they are optional decoration on an
+    otherwise useful message.
+    """
+    if len(data) < 4 or data[0] >> 4 != 2:
+        return ()
+    if strict or int.from_bytes(data[2:4], "big"):
+        # A zero checksum means "not computed" (RFC 4884 allows it); a non-zero one must verify.
+        if _ones_sum(data) != 0xFFFF:
+            return ()
+    objects: list[IcmpExtension] = []
+    offset = 4
+    while offset + 4 <= len(data):
+        length, class_num, c_type = _EXT_OBJECT.unpack_from(data, offset)
+        if length < 4 or offset + length > len(data):
+            break
+        objects.append(
+            IcmpExtension(class_num=class_num, c_type=c_type, data=bytes(data[offset + 4 : offset + length]))
+        )
+        offset += length
+    return tuple(objects)
+
+
+def _mpls_labels(extensions: tuple[IcmpExtension, ...]) -> tuple[MplsLabel, ...]:
+    """RFC 4950: class 1, c-type 1 carries label stack entries of 4 bytes each."""
+    labels: list[MplsLabel] = []
+    for ext in extensions:
+        if ext.class_num != 1 or ext.c_type != 1:
+            continue
+        for i in range(0, len(ext.data) - 3, 4):
+            entry = int.from_bytes(ext.data[i : i + 4], "big")
+            labels.append(
+                MplsLabel(label=entry >> 12, tc=(entry >> 9) & 0x7, bottom=bool(entry & 0x100), ttl=entry & 0xFF)
+            )
+    return tuple(labels)
