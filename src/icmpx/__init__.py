@@ -30,7 +30,6 @@ from ._models import (
     ReceivedPacket,
     TracerouteResult,
 )
-
 from ._sync import Client
 
 __version__ = "0.1.0"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Self
@@ -74,7 +74,8 @@ class AsyncClient:
             results = await client.ping("127.0.0.1", count=3, interval=0.2)
 
     Keyword arguments (all optional): ``timeout`` seconds per request (2.0), ``privileged`` (``None``: a raw
-    socket when allowed, else an unprivileged ping socket; ``True``/``False`` force one), ``resolve_dns_default``
+    socket when allowed, else an unprivileged ping socket; ``True``/``False`` force one),
+    ``resolve_dns_default``
     (reverse DNS of responders, False), ``source`` (address to bind), ``ttl`` (64), ``payload_size`` (56) and
     ``rate`` (a cap in packets per second on everything the client sends; ``None`` or 0 for none).
     """
@@ -172,7 +173,7 @@ class AsyncClient:
         return await resolve(host, family)
 
     async def reverse_dns(self, addr: str) -> str | None:
-        """The reverse DNS name of ``addr`` (cached per client, bounded in time), ``None`` when there is none."""
+        """The reverse DNS name of ``addr`` (cached, bounded in time), ``None`` when there is none."""
         return await self._reverse.lookup(addr)
 
     # ------------------------------------------------------------------------------------ operations
@@ -192,7 +193,13 @@ class AsyncClient:
         ``reply.received_packet.ip_header.src_addr``.
         """
         results = await self.ping(
-            host, count=1, interval=0, ttl=ttl, timeout=timeout, payload_size=payload_size, family=family
+            host,
+            count=1,
+            interval=0,
+            ttl=ttl,
+            timeout=timeout,
+            payload_size=payload_size,
+            family=family,
         )
         return results[0]
 
@@ -235,7 +242,7 @@ class AsyncClient:
         ttl: int | None = None,
         payload_size: int | None = None,
         family: int | None = None,
-    ) -> AsyncIterator[EchoResult]:
+    ) -> AsyncGenerator[EchoResult, None]:
         """Like `ping`, but yields each result as soon as it and the ones before it are known."""
         options = self._echo_options(count=count, interval=interval, timeout=timeout, ttl=ttl)
         size = self.payload_size if payload_size is None else check_int(payload_size, "payload_size", 0)

@@ -30,7 +30,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,8 +153,8 @@ class _Counters:
     )
 
     def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
+        self.sent = self.replies = self.errors = self.timeouts = self.send_errors = 0
+        self.foreign = self.forged = self.late = self.duplicates = self.malformed = self.notices = 0
 
 
 class _Channel:
@@ -191,7 +191,7 @@ class Engine:
         source: str | None,
         ttl: int,
         rate: float | None,
-        spawn: Callable[..., None],
+        spawn: Callable[..., object],
     ) -> None:
         self._privileged = privileged
         self._source = source
@@ -734,10 +734,3 @@ class _Pacer:
 
     def close(self) -> None:
         self._closed = True
-
-
-def monotonic_ns() -> int:
-    return time.monotonic_ns()
-
-
-Spawn = Callable[[Callable[..., Awaitable[Any]]], None]

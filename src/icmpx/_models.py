@@ -23,6 +23,7 @@ __all__ = [
     "TracerouteResult",
 ]
 
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MplsLabel:
     """One entry of an RFC 4950 MPLS label stack quoted by a router in its ICMP error."""
@@ -177,7 +178,13 @@ class PingStats:
 
     @classmethod
     def from_accumulator(
-        cls, *, target: str, addr: str | None, sent: int, acc: RttAccumulator, error: str | None = None
+        cls,
+        *,
+        target: str,
+        addr: str | None,
+        sent: int,
+        acc: RttAccumulator,
+        error: str | None = None,
     ) -> PingStats:
         return cls(
             target=target,
@@ -199,7 +206,10 @@ class PingStats:
         addr = results[0].request.addr if results else None
         acc = RttAccumulator(r.reply.rtt for r in results if r.error is None and r.reply is not None)
         return cls.from_accumulator(
-            target=target if target is not None else (addr or ""), addr=addr, sent=len(results), acc=acc
+            target=target if target is not None else (addr or ""),
+            addr=addr,
+            sent=len(results),
+            acc=acc,
         )
 
     @classmethod

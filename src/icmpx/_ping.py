@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import anyio
 
@@ -17,7 +17,11 @@ __all__ = ["SeriesSink", "echo_result", "iter_series"]
 def echo_result(probe: Probe, outcome: Outcome) -> EchoResult:
     """The public result for one probe's outcome."""
     request = EchoRequest(
-        addr=probe.addr, ident=probe.ident, seq=probe.seq, ttl=probe.ttl, payload_size=probe.payload_size
+        addr=probe.addr,
+        ident=probe.ident,
+        seq=probe.seq,
+        ttl=probe.ttl,
+        payload_size=probe.payload_size,
     )
     if outcome.src is None or outcome.rtt_ms is None:
         return EchoResult(request=request, reply=None, error=outcome.error)
@@ -30,7 +34,11 @@ def echo_result(probe: Probe, outcome: Outcome) -> EchoResult:
         size=outcome.size,
         mpls=outcome.mpls,
     )
-    return EchoResult(request=request, reply=EchoReply(rtt=outcome.rtt_ms, received_packet=packet), error=outcome.error)
+    return EchoResult(
+        request=request,
+        reply=EchoReply(rtt=outcome.rtt_ms, received_packet=packet),
+        error=outcome.error,
+    )
 
 
 class SeriesSink:
@@ -73,7 +81,7 @@ async def iter_series(
     ttl: int,
     payload_size: int,
     timeout: float,
-) -> AsyncIterator[EchoResult]:
+) -> AsyncGenerator[EchoResult, None]:
     """Send ``count`` echoes ``interval`` seconds apart (not waiting for replies, as ping(8) does) and
     yield each result in sequence order as soon as it and those before it are known."""
     sink = SeriesSink(count)
@@ -85,7 +93,12 @@ async def iter_series(
             while sent < count and anyio.current_time() >= start + sent * interval:
                 sink.probes.append(
                     await engine.send(
-                        target, ttl=ttl, payload_size=payload_size, timeout=timeout, sink=sink, tag=sent
+                        target,
+                        ttl=ttl,
+                        payload_size=payload_size,
+                        timeout=timeout,
+                        sink=sink,
+                        tag=sent,
                     )
                 )
                 sent += 1

@@ -46,13 +46,18 @@ async def resolve(host: str, family: int | None = None) -> Target:
     if literal is not None and not (literal.version == 6 and literal.scope_id):
         v6 = literal.version == 6
         if fam is not None and (fam == socket.AF_INET6) != v6:
-            raise ValueError(f"{host} is an IPv{literal.version} address but family IPv{6 if not v6 else 4} was asked")
+            raise ValueError(
+                f"{host} is an IPv{literal.version} address but family IPv{6 if not v6 else 4} was asked"
+            )
         addr = literal.compressed
         sockaddr: tuple[object, ...] = (addr, 0, 0, 0) if v6 else (addr, 0)
         return Target(host=host, addr=addr, v6=v6, sockaddr=sockaddr)
     try:
         infos = await anyio.getaddrinfo(
-            host, None, family=fam or 0, type=socket.SOCK_DGRAM,
+            host,
+            None,
+            family=fam or 0,
+            type=socket.SOCK_DGRAM,
             flags=socket.AI_NUMERICHOST if literal is not None else 0,
         )
     except socket.gaierror as exc:

@@ -45,7 +45,10 @@ class Client:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -92,7 +95,7 @@ class Client:
 
     def _call(self, func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         portal = self._portal_or_open()
-        return portal.call(functools.partial(func, *args, **kwargs))  # type: ignore[arg-type]
+        return portal.call(functools.partial(func, *args, **kwargs))
 
     def _iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:
         portal = self._portal_or_open()

@@ -117,8 +117,15 @@ _IPV6 = struct.Struct("!IHBB16s16s")
 _EXT_OBJECT = struct.Struct("!HBB")
 _LITTLE_ENDIAN = sys.byteorder == "little"
 
-_V4_ERRORS = frozenset({ICMP4_DEST_UNREACH, ICMP4_SOURCE_QUENCH, ICMP4_REDIRECT, ICMP4_TIME_EXCEEDED,
-                        ICMP4_PARAM_PROBLEM})
+_V4_ERRORS = frozenset(
+    {
+        ICMP4_DEST_UNREACH,
+        ICMP4_SOURCE_QUENCH,
+        ICMP4_REDIRECT,
+        ICMP4_TIME_EXCEEDED,
+        ICMP4_PARAM_PROBLEM,
+    }
+)
 _V6_ERRORS = frozenset({ICMP6_DEST_UNREACH, ICMP6_PACKET_TOO_BIG, ICMP6_TIME_EXCEEDED, ICMP6_PARAM_PROBLEM})
 
 _V4_UNREACH = {
@@ -305,7 +312,8 @@ class IPv4Header:
 class Quoted:
     """The original datagram quoted in an ICMP error: enough of our probe to know which one it was.
 
-    ``ident``/``seq``/``icmp_type`` are ``None`` when the quote stops before the ICMP header; ``payload`` holds
+    ``ident``/``seq``/``icmp_type`` are ``None`` when the quote stops before the ICMP header;
+    ``payload`` holds
     whatever of the probe's payload the router quoted (often all of it, at least 0 bytes).
     """
 
@@ -333,7 +341,8 @@ class IcmpExtension:
 class IcmpMessage:
     """A parsed ICMP or ICMPv6 message.
 
-    For echo messages ``ident``/``seq``/``payload`` are set and ``quoted`` is ``None``. For errors ``quoted`` is
+    For echo messages ``ident``/``seq``/``payload`` are set and ``quoted`` is ``None``.
+    For errors ``quoted`` is
     the original datagram when one could be read, ``info`` the type-specific field (pointer, MTU), and
     ``mpls`` the RFC 4950 label stack if the router sent one.
     """
@@ -418,7 +427,13 @@ def parse_icmp(data: bytes, *, v6: bool) -> IcmpMessage:
         # Echo and everything else: the second word is identifier and sequence for echo messages; for other
         # informational types it is carried the same way, which is harmless.
         return IcmpMessage(
-            v6=v6, type=icmp_type, code=code, checksum=cs, size=size, ident=word1, seq=word2,
+            v6=v6,
+            type=icmp_type,
+            code=code,
+            checksum=cs,
+            size=size,
+            ident=word1,
+            seq=word2,
             payload=bytes(data[8:]),
         )
     return _parse_error(data, v6=v6, icmp_type=icmp_type, code=code, cs=cs)
@@ -470,10 +485,7 @@ def _parse_quoted(data: bytes, *, v6: bool) -> Quoted | None:
         offset = 40
         # Skip extension headers we might have quoted (hop-by-hop, routing, destination options, fragment).
         while next_header in (0, 43, 44, 60) and offset + 8 <= len(data):
-            if next_header == 44:
-                hdr_len = 8
-            else:
-                hdr_len = (data[offset + 1] + 1) * 8
+            hdr_len = 8 if next_header == 44 else (data[offset + 1] + 1) * 8
             next_header = data[offset]
             offset += hdr_len
         proto, ttl = next_header, hop_limit
@@ -492,11 +504,25 @@ def _parse_quoted(data: bytes, *, v6: bool) -> Quoted | None:
     if proto == icmp_proto and len(inner) >= 8:
         itype, icode, _cs, ident, seq = ECHO_HEADER.unpack_from(inner)
         return Quoted(
-            src=src_s, dst=dst_s, proto=proto, ttl=ttl, icmp_type=itype, icmp_code=icode, ident=ident,
-            seq=seq, payload=bytes(inner[8:]),
+            src=src_s,
+            dst=dst_s,
+            proto=proto,
+            ttl=ttl,
+            icmp_type=itype,
+            icmp_code=icode,
+            ident=ident,
+            seq=seq,
+            payload=bytes(inner[8:]),
         )
     return Quoted(
-        src=src_s, dst=dst_s, proto=proto, ttl=ttl, icmp_type=None, icmp_code=None, ident=None, seq=None,
+        src=src_s,
+        dst=dst_s,
+        proto=proto,
+        ttl=ttl,
+        icmp_type=None,
+        icmp_code=None,
+        ident=None,
+        seq=None,
         payload=b"",
     )
 
@@ -509,10 +535,9 @@ def _parse_extensions(data: bytes, *, strict: bool = False) -> tuple[IcmpExtensi
     """
     if len(data) < 4 or data[0] >> 4 != 2:
         return ()
-    if strict or int.from_bytes(data[2:4], "big"):
-        # A zero checksum means "not computed" (RFC 4884 allows it); a non-zero one must verify.
-        if _ones_sum(data) != 0xFFFF:
-            return ()
+    # A zero checksum means "not computed" (RFC 4884 allows it); a non-zero one must verify.
+    if (strict or int.from_bytes(data[2:4], "big")) and _ones_sum(data) != 0xFFFF:
+        return ()
     objects: list[IcmpExtension] = []
     offset = 4
     while offset + 4 <= len(data):
@@ -535,6 +560,11 @@ def _mpls_labels(extensions: tuple[IcmpExtension, ...]) -> tuple[MplsLabel, ...]
         for i in range(0, len(ext.data) - 3, 4):
             entry = int.from_bytes(ext.data[i : i + 4], "big")
             labels.append(
-                MplsLabel(label=entry >> 12, tc=(entry >> 9) & 0x7, bottom=bool(entry & 0x100), ttl=entry & 0xFF)
+                MplsLabel(
+                    label=entry >> 12,
+                    tc=(entry >> 9) & 0x7,
+                    bottom=bool(entry & 0x100),
+                    ttl=entry & 0xFF,
+                )
             )
     return tuple(labels)

@@ -1,0 +1,5 @@
+"""``python -m icmpx``: the same program as the ``icmpx`` command."""
+
+from icmpx.cli import run
+
+run()

@@ -1,0 +1,261 @@
+"""The ``icmpx`` command line: a front end over the public API only.
+
+Exit status: 0 every target answered; 1 some target did not answer; 2 a name did not resolve (wins over 1);
+3 bad arguments; 4 no permission for ICMP sockets, or another system error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TextIO
+
+import anyio
+
+import icmpx
+
+EXIT_OK = 0
+EXIT_NO_ANSWER = 1
+EXIT_UNRESOLVED = 2
+EXIT_USAGE = 3
+EXIT_SYSTEM = 4
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but bad arguments exit with status 3 as documented (argparse's own is 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class UsageError(Exception):
+    """Bad arguments found after parsing (exit status 3)."""
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or positive: {text!r}")
+    return value
+
+
+def _int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"{low}..{high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}: {value}")
+        return value
+
+    return parse
+
+
+def _add_family(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-4", dest="family", action="store_const", const=4, help="use IPv4 only")
+    group.add_argument("-6", dest="family", action="store_const", const=6, help="use IPv6 only")
+
+
+def _add_common(parser: argparse.ArgumentParser, *, timeout_default: float = 2.0) -> None:
+    parser.add_argument(
+        "-W",
+        "--timeout",
+        type=_positive_float,
+        default=timeout_default,
+        metavar="TIMEOUT",
+        help=f"seconds to wait for each answer (default {timeout_default:g})",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    parser.add_argument(
+        "--privileged",
+        choices=("auto", "raw", "dgram"),
+        default="auto",
+        help="socket kind: raw (needs CAP_NET_RAW), dgram (unprivileged ping socket), auto (default)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="icmpx",
+        description="ICMP diagnostics: ping, traceroute, multiping and mtr from one shared socket.",
+        epilog="Exit status: 0 all targets answered, 1 some did not, 2 a name did not resolve, "
+        "3 bad arguments, 4 no permission for ICMP sockets or another system error.",
+    )
+    parser.add_argument("--version", action="version", version=f"icmpx {icmpx.__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    ping = commands.add_parser("ping", help="send echo requests to one host, like ping(8)")
+    ping.add_argument("host", metavar="HOST")
+    ping.add_argument("-c", "--count", type=_int_range(1), default=4, help="echoes to send (default 4)")
+    ping.add_argument(
+        "-i", "--interval", type=_non_negative_float, default=1.0, help="seconds between echoes (default 1)"
+    )
+    ping.add_argument("-t", "--ttl", type=_int_range(1, 255), default=64, help="TTL / hop limit (default 64)")
+    ping.add_argument(
+        "-s", "--size", type=_int_range(0, 65527), default=56, help="payload bytes (default 56)"
+    )
+    ping.add_argument("-n", "--numeric", action="store_true", help="no reverse DNS of responders")
+    _add_family(ping)
+    _add_common(ping)
+    ping.set_defaults(run=cmd_ping)
+    return parser
+
+
+def _privileged(args: argparse.Namespace) -> bool | None:
+    return {"auto": None, "raw": True, "dgram": False}[args.privileged]
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+# ------------------------------------------------------------------------------------------------- ping
+
+
+def _ping_json(target: str, addr: str | None, results: Sequence[icmpx.EchoResult]) -> dict[str, Any]:
+    stats = icmpx.PingStats.from_results(results, target=target)
+    return {
+        "target": target,
+        "addr": addr,
+        "results": [
+            {
+                "seq": position,
+                "rtt_ms": r.rtt,
+                "error": r.error,
+                "from": r.responder,
+                "ttl": r.reply.received_packet.ip_header.ttl if r.reply is not None else None,
+            }
+            for position, r in enumerate(results, 1)
+        ],
+        "stats": {
+            "sent": stats.sent,
+            "received": stats.received,
+            "loss_pct": stats.loss_pct,
+            "min_ms": stats.min_rtt,
+            "avg_ms": stats.avg_rtt,
+            "max_ms": stats.max_rtt,
+            "stdev_ms": stats.stdev_rtt,
+            "jitter_ms": stats.jitter,
+        },
+    }
+
+
+async def _ping(args: argparse.Namespace, out: TextIO, results: list[icmpx.EchoResult]) -> int:
+    async with icmpx.AsyncClient(timeout=args.timeout, privileged=_privileged(args), ttl=args.ttl) as client:
+        target = await client.resolve(args.host, family=args.family)
+        if not args.json:
+            print(f"PING {args.host} ({target.addr}) {args.size} data bytes", file=out, flush=True)
+        series = client.iter_ping(
+            target.addr, count=args.count, interval=args.interval, payload_size=args.size
+        )
+        async for result in series:
+            results.append(result)
+            if not args.json:
+                print(await _ping_line(client, args, len(results), result), file=out, flush=True)
+    if args.json:
+        json.dump(_ping_json(args.host, target.addr, results), out)
+        out.write("\n")
+    else:
+        _ping_summary(args.host, results, out)
+    return EXIT_OK if any(r.ok for r in results) else EXIT_NO_ANSWER
+
+
+async def _ping_line(
+    client: icmpx.AsyncClient, args: argparse.Namespace, position: int, result: icmpx.EchoResult
+) -> str:
+    if result.reply is None:
+        return f"no answer for icmp_seq={position} ({result.error})"
+    packet = result.reply.received_packet
+    src = packet.ip_header.src_addr
+    who = src
+    if not args.numeric:
+        name = await client.reverse_dns(src)
+        if name:
+            who = f"{name} ({src})"
+    if result.error is None:
+        ttl = f" ttl={packet.ip_header.ttl}" if packet.ip_header.ttl is not None else ""
+        return f"{packet.size} bytes from {who}: icmp_seq={position}{ttl} time={result.reply.rtt:.3f} ms"
+    return f"From {who} icmp_seq={position} {result.error} (type {packet.icmp_type}, code {packet.icmp_code})"
+
+
+def _ping_summary(host: str, results: Sequence[icmpx.EchoResult], out: TextIO) -> None:
+    stats = icmpx.PingStats.from_results(results, target=host)
+    print(f"\n--- {host} ping statistics ---", file=out)
+    print(
+        f"{stats.sent} packets transmitted, {stats.received} received, {stats.loss_pct:g}% packet loss",
+        file=out,
+    )
+    if stats.received:
+        print(
+            "rtt min/avg/max/stdev/jitter = "
+            f"{_fmt_ms(stats.min_rtt)}/{_fmt_ms(stats.avg_rtt)}/{_fmt_ms(stats.max_rtt)}/"
+            f"{_fmt_ms(stats.stdev_rtt)}/{_fmt_ms(stats.jitter)} ms",
+            file=out,
+        )
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    results: list[icmpx.EchoResult] = []
+    try:
+        return anyio.run(_ping, args, sys.stdout, results)
+    except KeyboardInterrupt:
+        if not args.json:
+            _ping_summary(args.host, results, sys.stdout)
+        return EXIT_OK if any(r.ok for r in results) else EXIT_NO_ANSWER
+
+
+# ------------------------------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except UsageError as exc:
+        print(f"icmpx: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:
+        print(f"icmpx: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except icmpx.NameResolutionError as exc:
+        print(f"icmpx: {exc}", file=sys.stderr)
+        return EXIT_UNRESOLVED
+    except icmpx.RawSocketPermissionError as exc:
+        print(f"icmpx: {exc}", file=sys.stderr)
+        return EXIT_SYSTEM
+    except (icmpx.IcmpxError, OSError) as exc:
+        print(f"icmpx: {exc}", file=sys.stderr)
+        return EXIT_SYSTEM
+    except BrokenPipeError:
+        return EXIT_OK
+    return code
+
+
+def run() -> NoReturn:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
