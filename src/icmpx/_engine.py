@@ -257,10 +257,16 @@ class Engine:
         """
         if self._closed:
             raise ClientClosedError("the client is closed")
+        # Every await comes before the probe exists: a caller cancelled here leaves nothing behind.
         if self._pacer is not None:
             await self._pacer.wait()
-            if self._closed:
-                raise ClientClosedError("the client is closed")
+        self._unyielded += 1
+        if self._unyielded >= _SEND_YIELD_EVERY:
+            # Let the reader drain replies during a long burst of sends.
+            self._unyielded = 0
+            await anyio.lowlevel.checkpoint()
+        if self._closed:
+            raise ClientClosedError("the client is closed")
         fam = self._family(target.v6)
         slot, seq = fam.table.allocate()
         channel: _Channel = slot.channel
@@ -316,11 +322,6 @@ class Engine:
         wake_at = self._timer_wake_at
         if self._timer_scope is not None and (wake_at is None or probe.deadline_ns < wake_at):
             self._timer_scope.cancel()
-        self._unyielded += 1
-        if self._unyielded >= _SEND_YIELD_EVERY:
-            # Let the reader drain replies during a long burst of sends.
-            self._unyielded = 0
-            await anyio.lowlevel.checkpoint()
         return probe
 
     def discard(self, probes: list[Probe]) -> None:
@@ -553,8 +554,11 @@ class Engine:
             counters.malformed += 1
             return
         quoted = message.quoted
-        if quoted is None or quoted.ident is None or quoted.seq is None:
-            counters.foreign += 1
+        if quoted is None:
+            counters.malformed += 1  # an error whose quoted datagram cannot be read
+            return
+        if quoted.ident is None or quoted.seq is None:
+            counters.foreign += 1  # it quotes something that is not an echo request
             return
         if quoted.icmp_type != fam.echo_request or not fam.table.owns(quoted.ident):
             counters.foreign += 1
