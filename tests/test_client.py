@@ -111,7 +111,7 @@ async def test_rtt_stays_honest_when_the_loop_is_busy() -> None:
     async def hog() -> None:
         nonlocal blocks
         while not stop.is_set():
-            time.sleep(0.05)  # deliberately block the event loop (not a synchronisation sleep)
+            time.sleep(0.05)  # noqa: ASYNC251 -- deliberately blocks the loop; not a synchronisation sleep
             blocks += 1
             await anyio.lowlevel.checkpoint()
 
@@ -174,7 +174,8 @@ async def test_timeout_is_a_result_not_an_exception(quiet: str) -> None:
         result = await client.probe("127.0.0.1")
         elapsed = time.monotonic() - started
         assert result.error == "timeout"
-        assert result.reply is None and result.rtt is None
+        assert result.reply is None
+        assert result.rtt is None
         assert 0.29 <= elapsed < 1.0
         assert client.stats.timeouts == 1
         assert client.stats.pending == 0
@@ -182,7 +183,7 @@ async def test_timeout_is_a_result_not_an_exception(quiet: str) -> None:
 
 async def _wait_pending(client: icmpx.AsyncClient, n: int) -> None:
     with anyio.fail_after(5):
-        while client.stats.pending < n:
+        while client.stats.pending < n:  # noqa: ASYNC110 -- polls a counter, bounded by fail_after
             await anyio.sleep(0.01)
 
 
@@ -323,6 +324,6 @@ def test_ping_stats_from_results() -> None:
     with icmpx.Client(timeout=1) as client:
         results = client.ping("127.0.0.1", count=4, interval=0.01)
     stats = icmpx.PingStats.from_results(results)
-    assert stats.sent == 4 and stats.received == 4 and stats.loss_pct == 0.0
+    assert (stats.sent, stats.received, stats.loss_pct) == (4, 4, 0.0)
     rtts = [r.rtt for r in results if r.rtt is not None]
-    assert stats.min_rtt == min(rtts) and stats.max_rtt == max(rtts)
+    assert (stats.min_rtt, stats.max_rtt) == (min(rtts), max(rtts))
