@@ -13,9 +13,10 @@ from anyio.abc import TaskGroup
 
 from ._engine import Engine, EngineStats, Target
 from ._exceptions import ClientClosedError
-from ._models import EchoResult
+from ._models import EchoResult, TracerouteResult
 from ._ping import iter_series
 from ._resolve import ReverseResolver, normalize_family, resolve
+from ._traceroute import traceroute
 
 __all__ = ["AsyncClient"]
 
@@ -253,6 +254,50 @@ class AsyncClient:
         async with aclosing(iter_series(engine, target, payload_size=size, **options)) as series:
             async for result in series:
                 yield result
+
+    async def traceroute(
+        self,
+        host: str,
+        *,
+        max_hops: int = 30,
+        first_hop: int = 1,
+        probes: int = 3,
+        timeout: float | None = None,
+        resolve_dns: bool | None = None,
+        paris: bool = True,
+        payload_size: int | None = None,
+        family: int | None = None,
+    ) -> TracerouteResult:
+        """Trace the path to ``host``: one `Hop` per TTL from ``first_hop`` to the destination.
+
+        Probes for every TTL go out at once on the shared socket (paced by the client's ``rate``), so a
+        trace takes about one ``timeout`` however many hops are silent. Silent hops are reported with
+        ``addr=None``; hops past the destination are not. ``paris`` keeps every probe's ICMP checksum equal,
+        so per-flow load balancers keep the whole trace on one path; every responder is kept in
+        ``Hop.addrs``. ``resolve_dns`` (default: the client's ``resolve_dns_default``) fills
+        ``Hop.hostname`` by reverse DNS, cached and bounded in time.
+        """
+        check_int(max_hops, "max_hops", 1, 255)
+        check_int(first_hop, "first_hop", 1, max_hops)
+        check_int(probes, "probes", 1, 100)
+        wait = self.timeout if timeout is None else check_timeout(timeout)
+        size = self.payload_size if payload_size is None else check_int(payload_size, "payload_size", 0)
+        normalize_family(family)
+        engine = self._require_engine()
+        target = await resolve(host, family)
+        check_payload(size, target.v6)
+        dns = self.resolve_dns_default if resolve_dns is None else bool(resolve_dns)
+        return await traceroute(
+            engine,
+            target,
+            max_hops=max_hops,
+            first_hop=first_hop,
+            probes=probes,
+            timeout=wait,
+            payload_size=size,
+            paris=bool(paris),
+            resolver=self._reverse if dns else None,
+        )
 
     def _echo_options(
         self, *, count: int, interval: float, timeout: float | None, ttl: int | None

@@ -13,7 +13,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from ._client import AsyncClient
 from ._engine import EngineStats
 from ._exceptions import ClientClosedError
-from ._models import EchoResult
+from ._models import EchoResult, TracerouteResult
 
 __all__ = ["Client"]
 
@@ -125,6 +125,10 @@ class Client:
     def iter_ping(self, host: str, **options: Any) -> Iterator[EchoResult]:
         """See `AsyncClient.iter_ping`; a plain iterator."""
         return self._iterate(self._async.iter_ping(host, **options))
+
+    def traceroute(self, host: str, **options: Any) -> TracerouteResult:
+        """See `AsyncClient.traceroute`."""
+        return self._call(self._async.traceroute, host, **options)
 
     def reverse_dns(self, addr: str) -> str | None:
         return self._call(self._async.reverse_dns, addr)

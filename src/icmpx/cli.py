@@ -119,6 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_family(ping)
     _add_common(ping)
     ping.set_defaults(run=cmd_ping)
+
+    trace = commands.add_parser("traceroute", help="trace the path to a host, every TTL at once")
+    trace.add_argument("host", metavar="HOST")
+    trace.add_argument(
+        "-m", "--max-hops", type=_int_range(1, 255), default=30, help="largest TTL (default 30)"
+    )
+    trace.add_argument("-f", "--first-hop", type=_int_range(1, 255), default=1, help="first TTL (default 1)")
+    trace.add_argument(
+        "-q", "--probes", type=_int_range(1, 100), default=3, help="probes per hop (default 3)"
+    )
+    trace.add_argument("-n", "--numeric", action="store_true", help="no reverse DNS of hops")
+    trace.add_argument("--no-paris", action="store_true", help="let the checksum vary between probes")
+    _add_family(trace)
+    _add_common(trace)
+    trace.set_defaults(run=cmd_traceroute)
     return parser
 
 
@@ -223,6 +238,94 @@ def cmd_ping(args: argparse.Namespace) -> int:
         if not args.json:
             _ping_summary(args.host, results, sys.stdout)
         return EXIT_OK if any(r.ok for r in results) else EXIT_NO_ANSWER
+
+
+# ------------------------------------------------------------------------------------------- traceroute
+
+
+def traceroute_json(result: icmpx.TracerouteResult) -> dict[str, Any]:
+    return {
+        "target": result.target,
+        "addr": result.addr,
+        "reached": result.reached,
+        "hops": [
+            {
+                "ttl": hop.ttl,
+                "addr": hop.addr,
+                "addrs": hop.addrs,
+                "hostname": hop.hostname,
+                "rtts_ms": [None if math.isinf(p.rtt) else p.rtt for p in hop.probes],
+            }
+            for hop in result.hops
+        ],
+    }
+
+
+def _trace_line(hop: icmpx.Hop, names: dict[str, str | None]) -> str:
+    parts = [f"{hop.ttl:2d} "]
+    shown: str | None = None
+    for probe in hop.probes:
+        if probe.addr is None:
+            parts.append(" *")
+            continue
+        if probe.addr != shown:
+            name = names.get(probe.addr)
+            parts.append(f" {name} ({probe.addr})" if name else f" {probe.addr}")
+            shown = probe.addr
+        mark = _ERROR_MARKS.get(probe.error or "", f" !{probe.error}" if probe.error else "")
+        parts.append(f"  {probe.rtt:.3f} ms{mark}")
+    return "".join(parts)
+
+
+# traceroute(8)'s annotations for errors that end a path.
+_ERROR_MARKS = {
+    "time-exceeded": "",
+    "host-unreachable": " !H",
+    "net-unreachable": " !N",
+    "protocol-unreachable": " !P",
+    "port-unreachable": "",
+    "admin-prohibited": " !X",
+    "fragmentation-needed": " !F",
+}
+
+
+async def _traceroute(args: argparse.Namespace, out: TextIO) -> int:
+    if args.first_hop > args.max_hops:
+        raise UsageError(f"first hop {args.first_hop} is beyond max hops {args.max_hops}")
+    async with icmpx.AsyncClient(timeout=args.timeout, privileged=_privileged(args)) as client:
+        target = await client.resolve(args.host, family=args.family)
+        if not args.json:
+            print(
+                f"traceroute to {args.host} ({target.addr}), {args.max_hops} hops max, 56 byte packets",
+                file=out,
+                flush=True,
+            )
+        result = await client.traceroute(
+            target.addr,
+            max_hops=args.max_hops,
+            first_hop=args.first_hop,
+            probes=args.probes,
+            resolve_dns=not args.numeric,
+            paris=not args.no_paris,
+        )
+        names: dict[str, str | None] = {}
+        if not args.numeric:
+            for addr in {p.addr for hop in result.hops for p in hop.probes if p.addr is not None}:
+                names[addr] = await client.reverse_dns(addr)  # cached by the trace itself
+    result = icmpx.TracerouteResult(
+        target=args.host, addr=result.addr, reached=result.reached, hops=result.hops
+    )
+    if args.json:
+        json.dump(traceroute_json(result), out)
+        out.write("\n")
+    else:
+        for hop in result.hops:
+            print(_trace_line(hop, names), file=out)
+    return EXIT_OK if result.reached else EXIT_NO_ANSWER
+
+
+def cmd_traceroute(args: argparse.Namespace) -> int:
+    return anyio.run(_traceroute, args, sys.stdout)
 
 
 # ------------------------------------------------------------------------------------------------- main

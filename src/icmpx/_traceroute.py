@@ -1,0 +1,205 @@
+"""traceroute: every TTL at once over the shared engine.
+
+A trace round sends its probes for all TTLs together (round-robin: the first probe of every TTL, then the
+second, ...), and ends as soon as the *end* is known (the lowest TTL at which the destination answered, or
+at which a router said the destination is unreachable) and every probe at or below it has answered or timed
+out. Probes above the end are discarded, so a silent hop costs one timeout in all, not one per hop.
+
+In Paris mode every probe of a trace carries the same ICMP checksum (two payload bytes compensate for the
+changing sequence), so per-flow load balancers, which hash the ICMP type, code and checksum, keep every probe
+on one path.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Sequence
+
+import anyio
+
+from ._engine import Engine, Target
+from ._matching import Outcome, Probe
+from ._models import Hop, HopProbe, TracerouteResult
+from ._resolve import ReverseResolver
+
+__all__ = ["TraceRound", "build_hops", "paris_checksum", "run_round", "traceroute"]
+
+# Errors that end a trace at their TTL (traceroute's !H, !N, !P, !X ...): the path goes no further.
+_CONTINUE = frozenset({None, "timeout", "time-exceeded"})
+
+
+def paris_checksum() -> int:
+    """A checksum for one trace (or one mtr session): every probe of it will carry this value."""
+    return random.randrange(1, 0xFFFF)
+
+
+class TraceRound:
+    """The outcomes of one round of probes over a range of TTLs; a sink for the engine."""
+
+    def __init__(self, target: Target, ttls: range, probes: int) -> None:
+        self.target = target
+        self.ttls = ttls
+        self.probes = probes
+        self.outcomes: dict[int, list[Outcome | None]] = {ttl: [None] * probes for ttl in ttls}
+        self.end_ttl: int | None = None
+        self.reached = False
+        self.sent: list[Probe] = []
+        self.failure: BaseException | None = None
+        self._undone: dict[int, int] = dict.fromkeys(ttls, 0)
+        self._changed = anyio.Event()
+
+    # sink interface
+    def deliver(self, probe: Probe, outcome: Outcome) -> None:
+        ttl, index = probe.tag
+        self.outcomes[ttl][index] = outcome
+        self._undone[ttl] -= 1
+        if outcome.error not in _CONTINUE or (outcome.error is None and outcome.src == self.target.addr):
+            if self.end_ttl is None or ttl < self.end_ttl:
+                self.end_ttl = ttl
+                self.reached = outcome.error is None
+            elif ttl == self.end_ttl and outcome.error is None:
+                self.reached = True
+        self._changed.set()
+
+    def abort(self, exc: BaseException) -> None:
+        self.failure = exc
+        self._changed.set()
+
+    def wanted(self, ttl: int) -> bool:
+        return self.end_ttl is None or ttl <= self.end_ttl
+
+    def finished(self, all_sent: bool) -> bool:
+        if not all_sent:
+            return False
+        last = self.end_ttl if self.end_ttl is not None else self.ttls[-1]
+        return all(self._undone[ttl] == 0 for ttl in self.ttls if ttl <= last)
+
+    async def wait(self) -> None:
+        await self._changed.wait()
+        self._changed = anyio.Event()
+        if self.failure is not None:
+            raise type(self.failure)(*self.failure.args)
+
+    @property
+    def last_ttl(self) -> int:
+        return self.end_ttl if self.end_ttl is not None else self.ttls[-1]
+
+
+async def run_round(
+    engine: Engine,
+    target: Target,
+    *,
+    ttls: range,
+    probes: int,
+    timeout: float,
+    payload_size: int,
+    checksum: int | None,
+) -> TraceRound:
+    """Probe every TTL of ``ttls`` ``probes`` times at once; return when the path's end is known."""
+    trace = TraceRound(target, ttls, probes)
+    try:
+        for index in range(probes):
+            for ttl in ttls:
+                if not trace.wanted(ttl):
+                    break
+                trace._undone[ttl] += 1
+                probe = await engine.send(
+                    target,
+                    ttl=ttl,
+                    payload_size=payload_size,
+                    timeout=timeout,
+                    sink=trace,
+                    tag=(ttl, index),
+                    checksum=checksum,
+                )
+                trace.sent.append(probe)
+        while not trace.finished(all_sent=True):
+            await trace.wait()
+    finally:
+        engine.discard(trace.sent)
+    return trace
+
+
+def _hop_probe(outcome: Outcome | None) -> HopProbe:
+    if outcome is None or outcome.rtt_ms is None or outcome.src is None:
+        return HopProbe(rtt=float("inf"), addr=None, error=outcome.error if outcome else "timeout")
+    return HopProbe(rtt=outcome.rtt_ms, addr=outcome.src, error=outcome.error, mpls=outcome.mpls)
+
+
+def most_frequent(addrs: Sequence[str]) -> str | None:
+    """The responder seen most often (the first seen among equals)."""
+    if not addrs:
+        return None
+    counts = Counter(addrs)
+    best = max(counts.values())
+    return next(a for a in addrs if counts[a] == best)
+
+
+def build_hops(trace: TraceRound, names: dict[str, str | None]) -> list[Hop]:
+    hops = []
+    for ttl in trace.ttls:
+        if ttl > trace.last_ttl:
+            break
+        probes = [_hop_probe(o) for o in trace.outcomes[ttl]]
+        seen = [p.addr for p in probes if p.addr is not None]
+        addr = most_frequent(seen)
+        hops.append(
+            Hop(
+                ttl=ttl,
+                addr=addr,
+                addrs=list(dict.fromkeys(seen)),
+                hostname=names.get(addr) if addr is not None else None,
+                probes=probes,
+            )
+        )
+    return hops
+
+
+async def reverse_names(resolver: ReverseResolver, addrs: set[str]) -> dict[str, str | None]:
+    """Reverse DNS of every address at once (each bounded in time, none failing the trace)."""
+    names: dict[str, str | None] = {}
+
+    async def one(addr: str) -> None:
+        names[addr] = await resolver.lookup(addr)
+
+    async with anyio.create_task_group() as tg:
+        for addr in addrs:
+            tg.start_soon(one, addr)
+    return names
+
+
+async def traceroute(
+    engine: Engine,
+    target: Target,
+    *,
+    max_hops: int,
+    first_hop: int,
+    probes: int,
+    timeout: float,
+    payload_size: int,
+    paris: bool,
+    resolver: ReverseResolver | None,
+) -> TracerouteResult:
+    trace = await run_round(
+        engine,
+        target,
+        ttls=range(first_hop, max_hops + 1),
+        probes=probes,
+        timeout=timeout,
+        payload_size=payload_size,
+        checksum=paris_checksum() if paris else None,
+    )
+    names: dict[str, str | None] = {}
+    if resolver is not None:
+        responders = {
+            o.src
+            for ttl in trace.ttls
+            if ttl <= trace.last_ttl
+            for o in trace.outcomes[ttl]
+            if o is not None and o.src is not None
+        }
+        names = await reverse_names(resolver, responders)
+    return TracerouteResult(
+        target=target.host, addr=target.addr, reached=trace.reached, hops=build_hops(trace, names)
+    )
