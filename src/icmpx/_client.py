@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Self
@@ -13,7 +13,8 @@ from anyio.abc import TaskGroup
 
 from ._engine import Engine, EngineStats, Target
 from ._exceptions import ClientClosedError
-from ._models import EchoResult, TracerouteResult
+from ._models import EchoResult, PingStats, TracerouteResult
+from ._multiping import DEFAULT_RATE, collect, stream
 from ._ping import iter_series
 from ._resolve import ReverseResolver, normalize_family, resolve
 from ._traceroute import traceroute
@@ -298,6 +299,80 @@ class AsyncClient:
             paris=bool(paris),
             resolver=self._reverse if dns else None,
         )
+
+    async def multiping(
+        self,
+        targets: Iterable[str],
+        *,
+        count: int = 1,
+        interval: float = 1.0,
+        timeout: float | None = None,
+        rate: float | None = DEFAULT_RATE,
+        ttl: int | None = None,
+        payload_size: int | None = None,
+        family: int | None = None,
+    ) -> list[PingStats]:
+        """Ping many targets ``count`` times each; one `PingStats` per target, in input order.
+
+        ``interval`` is the time between echoes to the *same* target (fping's ``-p``); ``rate`` paces the
+        whole sweep in packets per second (default 1,000, gentle on real networks; ``None`` or 0 sends as
+        fast as the kernel takes them), under the client's own ``rate`` cap. Names are resolved
+        concurrently; a name that does not resolve gets a row with ``error`` set instead of an exception.
+        """
+        hosts = self._hosts(targets)
+        engine, options = self._sweep_options(count, interval, timeout, rate, ttl, payload_size, family)
+        return await collect(engine, hosts, **options)
+
+    def iter_multiping(
+        self,
+        targets: Iterable[str],
+        *,
+        count: int = 1,
+        interval: float = 1.0,
+        timeout: float | None = None,
+        rate: float | None = DEFAULT_RATE,
+        ttl: int | None = None,
+        payload_size: int | None = None,
+        family: int | None = None,
+    ) -> AsyncGenerator[PingStats, None]:
+        """Like `multiping`, but yields each target's `PingStats` as soon as all its echoes are answered or
+        timed out (completion order), so a monitor can act before the sweep ends::
+
+            async for stats in client.iter_multiping(hosts, count=3):
+                if stats.loss_pct == 100: alert(stats.target)
+        """
+        hosts = self._hosts(targets)
+        engine, options = self._sweep_options(count, interval, timeout, rate, ttl, payload_size, family)
+        return stream(engine, hosts, **options)
+
+    def _sweep_options(
+        self,
+        count: int,
+        interval: float,
+        timeout: float | None,
+        rate: float | None,
+        ttl: int | None,
+        payload_size: int | None,
+        family: int | None,
+    ) -> tuple[Engine, dict[str, Any]]:
+        options = self._echo_options(count=count, interval=interval, timeout=timeout, ttl=ttl)
+        options["payload_size"] = (
+            self.payload_size if payload_size is None else check_payload(payload_size, v6=True)
+        )
+        options["rate"] = check_rate(rate)
+        options["family"] = family
+        normalize_family(family)
+        return self._require_engine(), options
+
+    @staticmethod
+    def _hosts(targets: Iterable[str]) -> list[str]:
+        if isinstance(targets, str | bytes):
+            raise TypeError("targets must be an iterable of host strings, not a single string")
+        hosts = list(targets)
+        for host in hosts:
+            if not isinstance(host, str):
+                raise TypeError(f"every target must be a string, not {host!r}")
+        return hosts
 
     def _echo_options(
         self, *, count: int, interval: float, timeout: float | None, ttl: int | None

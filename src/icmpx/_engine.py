@@ -32,7 +32,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import anyio.lowlevel
@@ -40,6 +40,7 @@ import anyio.lowlevel
 from . import _socket as S
 from ._exceptions import ClientClosedError, MalformedPacket
 from ._matching import TIMEOUT, IdentSlot, Outcome, PendingTable, Probe, Sink
+from ._models import MplsLabel
 from ._wire import (
     COOKIE_SIZE,
     ECHO_HEADER,
@@ -48,16 +49,15 @@ from ._wire import (
     ICMP6_ECHO_REPLY,
     ICMP6_ECHO_REQUEST,
     SIGNATURE_SIZE,
+    EchoTemplate,
     balance_checksum,
-    build_echo_request,
-    build_payload,
     error_name,
     format_ipv4,
     format_ipv6,
     parse_icmp,
 )
 
-__all__ = ["Engine", "EngineStats", "Target"]
+__all__ = ["Engine", "EngineStats", "Pacer", "Target"]
 
 _TIMESPEC = struct.Struct("@ll")
 _EXTENDED_ERR = struct.Struct("=IBBBBII")
@@ -66,6 +66,8 @@ _TOKEN = struct.Struct("!I")
 _ANCILLARY = 512
 _READ_BATCH = 2048
 _SEND_YIELD_EVERY = 256
+_NO_CMSGS: list[tuple[int, int, bytes]] = []
+_SIGNATURE_END = 8 + SIGNATURE_SIZE
 _V4_ERROR_TYPES = frozenset({3, 4, 5, 11, 12})
 _V6_ERROR_TYPES = frozenset({1, 2, 3, 4})
 # errno values a send or receive reports for an ICMP error already queued: notices, not failures.
@@ -94,8 +96,7 @@ _SEND_ERRNO_NAMES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     """A resolved destination: the name asked for, its address and the socket address to send to."""
 
     host: str
@@ -160,13 +161,12 @@ class _Counters:
 class _Channel:
     """One open socket and its reader."""
 
-    __slots__ = ("bufsize", "icmp", "sock", "v6")
+    __slots__ = ("icmp", "sock", "v6")
 
     def __init__(self, icmp: S.IcmpSocket) -> None:
         self.icmp = icmp
         self.sock = icmp.sock
         self.v6 = icmp.v6
-        self.bufsize = 2048
 
 
 class _Family:
@@ -204,8 +204,10 @@ class Engine:
         self._closed = False
         self._timer_scope: anyio.CancelScope | None = None
         self._timer_wake_at: int | None = None
-        self._pacer = _Pacer(rate) if rate else None
+        self._pacer = Pacer(rate) if rate else None
         self._unyielded = 0
+        self._templates: dict[tuple[bool, int], EchoTemplate] = {}
+        self._bufsize = 2048
 
     # ------------------------------------------------------------------------------------------ public
 
@@ -254,6 +256,7 @@ class Engine:
         """Send one echo request; its outcome reaches ``sink.deliver`` exactly once (unless discarded).
 
         ``checksum`` keeps the ICMP checksum at that value (Paris traceroute), payload size permitting.
+        Paced by the client's rate; waits while the kernel's send buffer is full.
         """
         if self._closed:
             raise ClientClosedError("the client is closed")
@@ -265,45 +268,57 @@ class Engine:
             # Let the reader drain replies during a long burst of sends.
             self._unyielded = 0
             await anyio.lowlevel.checkpoint()
-        if self._closed:
-            raise ClientClosedError("the client is closed")
-        fam = self._family(target.v6)
-        slot, seq = fam.table.allocate()
+        timeout_ns = int(timeout * 1e9)
+        while True:
+            if self._closed:
+                raise ClientClosedError("the client is closed")
+            probe = self.send_nowait(target, ttl, payload_size, timeout_ns, sink, tag, checksum)
+            if probe is not None:
+                return probe
+            await anyio.sleep(0.0005)  # the send buffer is full: let the kernel drain it
+
+    def send_nowait(
+        self,
+        target: Target,
+        ttl: int,
+        payload_size: int,
+        timeout_ns: int,
+        sink: Sink,
+        tag: Any = None,
+        checksum: int | None = None,
+    ) -> Probe | None:
+        """Send now, without pacing; ``None`` when the kernel's buffer is full (nothing was registered:
+        wait a little and call again). The hot path of sweeps; callers must yield to the loop now and
+        then so the reader can drain replies."""
+        fam = self._families.get(target.v6) or self._family(target.v6)
+        table = fam.table
+        slot, seq = table.allocate()
         channel: _Channel = slot.channel
         self._token = token = (self._token + 1) & 0xFFFFFFFF
-        payload = build_payload(self._cookie, token, payload_size)
-        packet = build_echo_request(v6=fam.v6, ident=slot.ident, seq=seq, payload=payload)
+        template = self._templates.get((fam.v6, payload_size))
+        if template is None:
+            template = self._template(fam.v6, payload_size, channel)
+        packet = template.build(slot.ident, seq, token, self._cookie)
         if checksum is not None:
             packet = balance_checksum(packet, v6=fam.v6, target=checksum)
-        if payload_size + 600 > channel.bufsize:
-            channel.bufsize = payload_size + 600
         probe = Probe(
-            addr=target.addr,
-            ident=slot.ident,
-            seq=seq,
-            ttl=ttl,
-            payload_size=payload_size,
-            signature=payload[:SIGNATURE_SIZE],
-            deadline_ns=0,
-            sink=sink,
-            tag=tag,
-            channel=channel,
+            target.addr, slot.ident, seq, ttl, payload_size, packet[8:_SIGNATURE_END], sink, tag, channel
         )
-        cmsgs = [] if ttl == channel.icmp.default_ttl else [S.ttl_cmsg(fam.v6, ttl)]
-        timeout_ns = int(timeout * 1e9)
+        cmsgs = _NO_CMSGS if ttl == channel.icmp.default_ttl else [S.ttl_cmsg(fam.v6, ttl)]
         retried = False
         while True:
-            probe.sent_ns = now = time.monotonic_ns()
-            probe.deadline_ns = now + timeout_ns
+            probe.sent_ns = time.monotonic_ns()
             try:
-                channel.sock.sendmsg([packet], cmsgs, 0, target.sockaddr)
+                if cmsgs:
+                    channel.sock.sendmsg([packet], cmsgs, 0, target.sockaddr)
+                else:
+                    channel.sock.sendto(packet, target.sockaddr)
                 break
             except (BlockingIOError, InterruptedError):
-                await anyio.sleep(0.0005)  # the send buffer is full: let the kernel drain it
+                return None
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:
-                    await anyio.sleep(0.0005)
-                    continue
+                    return None
                 if exc.errno in _NOTICE_ERRNOS and not retried:
                     # Most likely an ICMP error queued for an earlier probe, reported on this send
                     # (Linux >= 6.1). Read it, then try once more.
@@ -312,17 +327,85 @@ class Engine:
                     self._drain_errors(channel, time.time_ns() - time.monotonic_ns())
                     continue
                 self._counters.send_errors += 1
-                sink.deliver(probe, Outcome(rtt_ms=None, error=_send_error_name(exc)))
                 probe.done = True
+                sink.deliver(probe, Outcome(None, _send_error_name(exc)))
                 return probe
-            if self._closed:
-                raise ClientClosedError("the client is closed")
+        probe.deadline_ns = deadline = probe.sent_ns + timeout_ns
         self._counters.sent += 1
-        fam.table.add(probe)
-        wake_at = self._timer_wake_at
-        if self._timer_scope is not None and (wake_at is None or probe.deadline_ns < wake_at):
+        table.add(probe, timeout_ns)
+        if self._timer_scope is not None and (self._timer_wake_at is None or deadline < self._timer_wake_at):
+            # Wake the timer for an earlier deadline, once: later sends have later deadlines.
+            self._timer_wake_at = deadline
             self._timer_scope.cancel()
         return probe
+
+    def send_many(
+        self,
+        targets: list[Target],
+        tags: list[Any],
+        ttl: int,
+        payload_size: int,
+        timeout_ns: int,
+        sink: Sink,
+        probes: list[Probe],
+    ) -> int:
+        """Send one probe to each target (tagged by ``tags``) in one tight loop, unpaced; append them to
+        ``probes``. Returns how many were sent: fewer than asked when the kernel's buffer filled (call
+        again later with the rest). The sweep's hot path; `send_nowait` handles every unusual case."""
+        sent = 0
+        cookie = self._cookie
+        counters = self._counters
+        monotonic_ns = time.monotonic_ns
+        for target, tag in zip(targets, tags, strict=True):
+            fam = self._families.get(target.v6) or self._family(target.v6)
+            table = fam.table
+            slot, seq = table.allocate()
+            channel: _Channel = slot.channel
+            template = self._templates.get((fam.v6, payload_size))
+            if ttl != channel.icmp.default_ttl or template is None:
+                probe = self.send_nowait(target, ttl, payload_size, timeout_ns, sink, tag)
+                if probe is None:
+                    return sent
+            else:
+                self._token = token = (self._token + 1) & 0xFFFFFFFF
+                packet = template.build(slot.ident, seq, token, cookie)
+                probe = Probe(
+                    target.addr,
+                    slot.ident,
+                    seq,
+                    ttl,
+                    payload_size,
+                    packet[8:_SIGNATURE_END],
+                    sink,
+                    tag,
+                    channel,
+                )
+                probe.sent_ns = now = monotonic_ns()
+                try:
+                    channel.sock.sendto(packet, target.sockaddr)
+                except OSError:
+                    # Full buffer, a queued error notice, a local failure: the general path decides.
+                    probe = self.send_nowait(target, ttl, payload_size, timeout_ns, sink, tag)
+                    if probe is None:
+                        return sent
+                else:
+                    probe.deadline_ns = now + timeout_ns
+                    counters.sent += 1
+                    table.add(probe, timeout_ns)
+            probes.append(probe)
+            sent += 1
+        if sent and self._timer_scope is not None and self._timer_wake_at is None:
+            self._timer_wake_at = probes[-1].deadline_ns
+            self._timer_scope.cancel()
+        return sent
+
+    def _template(self, v6: bool, payload_size: int, channel: _Channel) -> EchoTemplate:
+        template = EchoTemplate(v6=v6, cookie=self._cookie, size=payload_size)
+        if len(self._templates) < 64:
+            self._templates[(v6, payload_size)] = template
+        # Replies echo the payload; errors quote up to ~600 bytes beyond it.
+        self._bufsize = max(self._bufsize, payload_size + 600)
+        return template
 
     def discard(self, probes: list[Probe]) -> None:
         """Forget probes whose caller went away (cancelled): no outcome will be delivered."""
@@ -434,31 +517,83 @@ class Engine:
                 offset = time.time_ns() - time.monotonic_ns()
 
     def _drain(self, channel: _Channel, offset: int, budget: int) -> int:
-        """Read up to ``budget`` packets without blocking; returns how many were read."""
+        """Read up to ``budget`` packets without blocking; returns how many were read.
+
+        The common case, an echo reply that matches a pending probe in time, is handled inline (this loop
+        is the per-packet hot path of every sweep); everything else goes through `_on_packet`.
+        """
         sock = channel.sock
         recvmsg = sock.recvmsg
         raw = channel.icmp.raw
         fam = self._families.get(channel.v6)
         if fam is None:
             return 0
+        table = fam.table
+        pending_get = table.get
+        finish = table.finish
+        counters = self._counters
+        start = -1 if raw and not channel.v6 else 0  # -1: read IHL from each packet
+        echo_reply = fam.echo_reply
+        unpack_header = ECHO_HEADER.unpack_from
+        unpack_time = _TIMESPEC.unpack_from
+        unpack_int = _NATIVE_INT.unpack_from
+        bufsize = self._bufsize
         count = 0
         while count < budget:
             try:
-                data, ancdata, _flags, addr = recvmsg(channel.bufsize, _ANCILLARY)
+                data, ancdata, _flags, addr = recvmsg(bufsize, _ANCILLARY)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 # A queued ICMP error reported through errno (sk_err): a notice to read the error queue.
-                self._counters.notices += 1
+                counters.notices += 1
                 if not raw:
                     self._drain_errors(channel, offset)
                 continue
             count += 1
             try:
+                rx_ns = 0
+                reply_ttl = None
+                for level, kind, cdata in ancdata:
+                    if kind == S.SCM_TIMESTAMPNS and level == socket.SOL_SOCKET:
+                        sec, nsec = unpack_time(cdata)
+                        rx_ns = sec * 1_000_000_000 + nsec - offset
+                    elif kind == S.IP_TTL or kind == S.IPV6_HOPLIMIT:
+                        reply_ttl = unpack_int(cdata)[0]
+                at = start
+                if at < 0:
+                    at = (data[0] & 0x0F) * 4
+                    reply_ttl = data[8]
+                icmp_type, icmp_code, _cs, ident, seq = unpack_header(data, at)
+                if icmp_type == echo_reply and rx_ns:
+                    probe = pending_get((ident << 16) | seq)
+                    if (
+                        probe is not None
+                        and rx_ns <= probe.deadline_ns
+                        and data[at + 8 : at + _SIGNATURE_END] == probe.signature
+                        and addr[0] == probe.addr
+                    ):
+                        finish(probe, answered=True)
+                        counters.replies += 1
+                        rtt_ns = rx_ns - probe.sent_ns
+                        probe.sink.deliver(
+                            probe,
+                            Outcome(
+                                rtt_ns / 1e6 if rtt_ns > 0 else 0.0,
+                                None,
+                                addr[0],
+                                data[16:20] if start < 0 else None,
+                                reply_ttl,
+                                icmp_type,
+                                icmp_code,
+                                len(data) - at,
+                            ),
+                        )
+                        continue
                 self._on_packet(fam, channel, data, ancdata, addr, offset)
             except Exception:
                 # Whatever a packet holds, it never raises into the reader: it is counted and dropped.
-                self._counters.malformed += 1
+                counters.malformed += 1
         if not raw:
             self._drain_errors(channel, offset)
         return count
@@ -483,7 +618,7 @@ class Engine:
         if not rx_ns:
             rx_ns = time.monotonic_ns()
         counters = self._counters
-        dst: str | None = None
+        dst: bytes | None = None
         if channel.v6 or not channel.icmp.raw:
             start = 0
             src = addr[0]
@@ -494,7 +629,7 @@ class Engine:
             start = (data[0] & 0x0F) * 4
             reply_ttl = data[8]
             src = addr[0]
-            dst = format_ipv4(data[16:20])
+            dst = data[16:20]  # formatted only if someone builds an EchoResult from it
         if len(data) < start + 8:
             counters.malformed += 1
             return
@@ -517,19 +652,7 @@ class Engine:
                     counters.forged += 1
                 return
             self._complete(
-                table,
-                probe,
-                rx_ns,
-                Outcome(
-                    rtt_ms=None,
-                    error=None,
-                    src=src,
-                    dst=dst,
-                    ttl=reply_ttl,
-                    icmp_type=icmp_type,
-                    icmp_code=icmp_code,
-                    size=len(data) - start,
-                ),
+                table, probe, rx_ns, None, src, dst, reply_ttl, icmp_type, icmp_code, len(data) - start
             )
             return
         if icmp_type in fam.error_types:
@@ -543,7 +666,7 @@ class Engine:
         data: bytes,
         start: int,
         src: str,
-        dst: str | None,
+        dst: bytes | None,
         reply_ttl: int | None,
         rx_ns: int,
     ) -> None:
@@ -579,17 +702,14 @@ class Engine:
             fam.table,
             probe,
             rx_ns,
-            Outcome(
-                rtt_ms=None,
-                error=message.error,
-                src=src,
-                dst=dst,
-                ttl=reply_ttl,
-                icmp_type=message.type,
-                icmp_code=message.code,
-                size=message.size,
-                mpls=message.mpls,
-            ),
+            message.error,
+            src,
+            dst,
+            reply_ttl,
+            message.type,
+            message.code,
+            message.size,
+            message.mpls,
         )
 
     def _drain_errors(self, channel: _Channel, offset: int) -> None:
@@ -600,7 +720,7 @@ class Engine:
         sock = channel.sock
         while True:
             try:
-                data, ancdata, _flags, addr = sock.recvmsg(channel.bufsize, _ANCILLARY, S.MSG_ERRQUEUE)
+                data, ancdata, _flags, addr = sock.recvmsg(self._bufsize, _ANCILLARY, S.MSG_ERRQUEUE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -657,22 +777,24 @@ class Engine:
         if signature != probe.signature[: len(signature)]:
             counters.forged += 1
             return
-        self._complete(
-            fam.table,
-            probe,
-            rx_ns,
-            Outcome(
-                rtt_ms=None,
-                error=error_name(fam.v6, ee_type, ee_code),
-                src=offender,
-                ttl=None,
-                icmp_type=ee_type,
-                icmp_code=ee_code,
-                size=len(data),
-            ),
-        )
+        error = error_name(fam.v6, ee_type, ee_code)
+        self._complete(fam.table, probe, rx_ns, error, offender, None, None, ee_type, ee_code, len(data))
 
-    def _complete(self, table: PendingTable, probe: Probe, rx_ns: int, outcome: Outcome) -> None:
+    def _complete(
+        self,
+        table: PendingTable,
+        probe: Probe,
+        rx_ns: int,
+        error: str | None,
+        src: str | None,
+        dst: bytes | None,
+        ttl: int | None,
+        icmp_type: int,
+        icmp_code: int,
+        size: int,
+        mpls: tuple[MplsLabel, ...] = (),
+    ) -> None:
+        """Deliver a matched answer, its RTT taken from the kernel's receive time."""
         if rx_ns > probe.deadline_ns:
             # Arrived after its deadline (the timer had not run yet): a timeout, as the caller asked.
             table.finish(probe, answered=False)
@@ -681,14 +803,13 @@ class Engine:
             probe.sink.deliver(probe, TIMEOUT)
             return
         table.finish(probe, answered=True)
-        rtt_ns = rx_ns - probe.sent_ns
-        if rtt_ns < 0:
-            rtt_ns = 0
-        if outcome.error is None:
+        if error is None:
             self._counters.replies += 1
         else:
             self._counters.errors += 1
-        probe.sink.deliver(probe, outcome._replace(rtt_ms=rtt_ns / 1e6))
+        rtt_ns = rx_ns - probe.sent_ns
+        rtt_ms = rtt_ns / 1e6 if rtt_ns > 0 else 0.0
+        probe.sink.deliver(probe, Outcome(rtt_ms, error, src, dst, ttl, icmp_type, icmp_code, size, mpls))
 
     def _count_unmatched(self, table: PendingTable, key: int, signature: bytes) -> None:
         verdict = table.recall(key, signature)
@@ -716,7 +837,7 @@ def _send_error_name(exc: OSError) -> str:
     return _SEND_ERRNO_NAMES.get(exc.errno or 0, "send-failed")
 
 
-class _Pacer:
+class Pacer:
     """A token bucket shared by every send of the client: at most ``rate`` packets a second.
 
     Each send reserves the next slot, so concurrent senders are paced together; a short burst (a tenth of a

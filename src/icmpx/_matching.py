@@ -11,7 +11,7 @@ identifier) when every identifier it has is full.
 
 from __future__ import annotations
 
-import heapq
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, Protocol
 
@@ -38,7 +38,8 @@ class Outcome(NamedTuple):
     rtt_ms: float | None
     error: str | None
     src: str | None = None
-    dst: str | None = None
+    dst: bytes | None = None
+    """Raw IPv4 destination of the reply (our address) where the IP header was read."""
     ttl: int | None = None
     icmp_type: int = -1
     icmp_code: int = -1
@@ -80,14 +81,12 @@ class Probe:
 
     def __init__(
         self,
-        *,
         addr: str,
         ident: int,
         seq: int,
         ttl: int,
         payload_size: int,
         signature: bytes,
-        deadline_ns: int,
         sink: Sink,
         tag: Any = None,
         channel: Any = None,
@@ -99,11 +98,11 @@ class Probe:
         self.ttl = ttl
         self.payload_size = payload_size
         self.signature = signature
-        self.sent_ns = 0
-        self.deadline_ns = deadline_ns
         self.sink = sink
         self.tag = tag
         self.channel = channel
+        self.sent_ns = 0
+        self.deadline_ns = 0
         self.done = False
 
     def __repr__(self) -> str:
@@ -123,7 +122,10 @@ class IdentSlot:
 
 
 class PendingTable:
-    """Probes in flight, by key; their deadlines in a heap; a short memory of finished keys.
+    """Probes in flight, by key; their deadlines; a short memory of finished keys.
+
+    Deadlines live in one FIFO queue per timeout value: probes are added in send order, so each queue is
+    sorted by deadline and adding or expiring a probe costs O(1) (a sweep uses one timeout for all).
 
     The memory tells a *duplicate* (a second answer to a probe that was answered) and a *late* answer (to a
     probe that timed out) from a packet that matches nothing we sent.
@@ -135,8 +137,7 @@ class PendingTable:
         self._slots: list[IdentSlot] = []
         self._slot_by_ident: dict[int, IdentSlot] = {}
         self._current = 0
-        self._deadlines: list[tuple[int, int, Probe]] = []
-        self._order = 0
+        self._deadlines: dict[int, deque[Probe]] = {}
         self._memory = memory
         self._finished: dict[int, tuple[bytes, bool]] = {}
 
@@ -178,12 +179,14 @@ class PendingTable:
         slot.next_seq = (seq + 1) % SEQ_SPACE
         return seq
 
-    def add(self, probe: Probe) -> None:
-        """Register a probe (its key must come from `allocate`)."""
+    def add(self, probe: Probe, timeout_ns: int) -> None:
+        """Register a sent probe (key from `allocate`, ``deadline_ns`` set, sent after earlier ones)."""
         self._probes[probe.key] = probe
         self._slot_by_ident[probe.ident].in_flight += 1
-        self._order += 1
-        heapq.heappush(self._deadlines, (probe.deadline_ns, self._order, probe))
+        queue = self._deadlines.get(timeout_ns)
+        if queue is None:
+            queue = self._deadlines[timeout_ns] = deque()
+        queue.append(probe)
 
     def get(self, key: int) -> Probe | None:
         return self._probes.get(key)
@@ -212,21 +215,26 @@ class PendingTable:
         return "duplicate" if answered else "late"
 
     def next_deadline(self) -> int | None:
-        """Earliest deadline among pending probes (stale heap entries are dropped on the way)."""
-        heap = self._deadlines
-        while heap and heap[0][2].done:
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        """Earliest deadline among pending probes (finished probes are dropped from the queues)."""
+        earliest: int | None = None
+        for timeout_ns, queue in list(self._deadlines.items()):
+            while queue and queue[0].done:
+                queue.popleft()
+            if not queue:
+                del self._deadlines[timeout_ns]
+            elif earliest is None or queue[0].deadline_ns < earliest:
+                earliest = queue[0].deadline_ns
+        return earliest
 
     def expire(self, now_ns: int) -> list[Probe]:
         """Remove and return the probes whose deadline is at or before ``now_ns``."""
-        heap = self._deadlines
         expired: list[Probe] = []
-        while heap and heap[0][0] <= now_ns:
-            probe = heapq.heappop(heap)[2]
-            if not probe.done:
-                self.finish(probe, answered=False)
-                expired.append(probe)
+        for queue in self._deadlines.values():
+            while queue and (queue[0].done or queue[0].deadline_ns <= now_ns):
+                probe = queue.popleft()
+                if not probe.done:
+                    self.finish(probe, answered=False)
+                    expired.append(probe)
         return expired
 
     def drain(self) -> list[Probe]:

@@ -10,6 +10,7 @@ import anyio
 from ._engine import Engine, Target
 from ._matching import Outcome, Probe
 from ._models import EchoReply, EchoRequest, EchoResult, IPHeader, ReceivedPacket
+from ._wire import format_ipv4
 
 __all__ = ["SeriesSink", "echo_result", "iter_series"]
 
@@ -26,7 +27,11 @@ def echo_result(probe: Probe, outcome: Outcome) -> EchoResult:
     if outcome.src is None or outcome.rtt_ms is None:
         return EchoResult(request=request, reply=None, error=outcome.error)
     packet = ReceivedPacket(
-        ip_header=IPHeader(src_addr=outcome.src, dst_addr=outcome.dst, ttl=outcome.ttl),
+        ip_header=IPHeader(
+            src_addr=outcome.src,
+            dst_addr=format_ipv4(outcome.dst) if outcome.dst is not None else None,
+            ttl=outcome.ttl,
+        ),
         icmp_type=outcome.icmp_type,
         icmp_code=outcome.icmp_code,
         ident=probe.ident,

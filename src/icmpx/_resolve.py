@@ -11,7 +11,7 @@ import anyio.to_thread
 from ._engine import Target
 from ._exceptions import NameResolutionError
 
-__all__ = ["ReverseResolver", "normalize_family", "resolve"]
+__all__ = ["ReverseResolver", "normalize_family", "resolve", "resolve_literal"]
 
 
 def normalize_family(family: int | None) -> int | None:
@@ -32,26 +32,48 @@ def _literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+def resolve_literal(host: str, family: int | None = None) -> Target | None:
+    """The `Target` for an address literal (no resolver involved), ``None`` if ``host`` is a name.
+
+    Addresses are written as the kernel writes them (``inet_ntop``), so they compare equal to the source
+    addresses ``recvmsg`` reports.
+    """
+    if not isinstance(host, str) or not host or host.isspace():
+        raise ValueError(f"host must be a non-empty string, not {host!r}")
+    host = host.strip()
+    fam = normalize_family(family) if family is not None else None
+    if ":" in host:
+        if "%" in host:
+            return None  # a scoped IPv6 literal: getaddrinfo finds its interface index
+        try:
+            addr = socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, host))
+        except (OSError, ValueError):
+            return None
+        v6 = True
+    else:
+        try:
+            addr = socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, host))
+        except (OSError, ValueError):
+            return None
+        v6 = False
+    if fam is not None and (fam == socket.AF_INET6) != v6:
+        asked = "IPv6" if fam == socket.AF_INET6 else "IPv4"
+        raise ValueError(f"{host} is an IPv{6 if v6 else 4} address but {asked} was asked for")
+    return Target(host=host, addr=addr, v6=v6, sockaddr=(addr, 0, 0, 0) if v6 else (addr, 0))
+
+
 async def resolve(host: str, family: int | None = None) -> Target:
     """Resolve ``host`` (a name or an address literal) to one `Target`, without blocking the loop.
 
     Literals never touch the resolver. For names, the first address getaddrinfo returns (its RFC 6724
     order) of the wanted family is taken.
     """
-    if not isinstance(host, str) or not host.strip():
-        raise ValueError(f"host must be a non-empty string, not {host!r}")
+    target = resolve_literal(host, family)
+    if target is not None:
+        return target
     host = host.strip()
     fam = normalize_family(family)
     literal = _literal(host)
-    if literal is not None and not (literal.version == 6 and literal.scope_id):
-        v6 = literal.version == 6
-        if fam is not None and (fam == socket.AF_INET6) != v6:
-            raise ValueError(
-                f"{host} is an IPv{literal.version} address but family IPv{6 if not v6 else 4} was asked"
-            )
-        addr = literal.compressed
-        sockaddr: tuple[object, ...] = (addr, 0, 0, 0) if v6 else (addr, 0)
-        return Target(host=host, addr=addr, v6=v6, sockaddr=sockaddr)
     try:
         infos = await anyio.getaddrinfo(
             host,

@@ -13,7 +13,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from ._client import AsyncClient
 from ._engine import EngineStats
 from ._exceptions import ClientClosedError
-from ._models import EchoResult, TracerouteResult
+from ._models import EchoResult, PingStats, TracerouteResult
 
 __all__ = ["Client"]
 
@@ -129,6 +129,14 @@ class Client:
     def traceroute(self, host: str, **options: Any) -> TracerouteResult:
         """See `AsyncClient.traceroute`."""
         return self._call(self._async.traceroute, host, **options)
+
+    def multiping(self, targets: Any, **options: Any) -> list[PingStats]:
+        """See `AsyncClient.multiping`."""
+        return self._call(self._async.multiping, targets, **options)
+
+    def iter_multiping(self, targets: Any, **options: Any) -> Iterator[PingStats]:
+        """See `AsyncClient.iter_multiping`; a plain iterator."""
+        return self._iterate(self._async.iter_multiping(targets, **options))
 
     def reverse_dns(self, addr: str) -> str | None:
         return self._call(self._async.reverse_dns, addr)

@@ -1,0 +1,326 @@
+"""multiping: many targets, ``count`` echoes each, from the one shared socket per family.
+
+Memory per target is a few slots (an RTT accumulator only once a reply arrives), never a packet object; the
+per-probe work is one send, one ``recvmsg``, one dictionary lookup and one accumulator update.
+
+Sends are paced by a token bucket (``rate`` packets per second for this sweep, on top of the client's own
+cap); round ``r`` to a target starts ``r * interval`` seconds after its round 0, as fping's ``-p``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncGenerator, Sequence
+
+import anyio
+import anyio.lowlevel
+
+from ._engine import Engine, Pacer, Target
+from ._exceptions import NameResolutionError
+from ._matching import Outcome, Probe
+from ._models import PingStats
+from ._resolve import resolve, resolve_literal
+from ._stats import RttAccumulator
+
+__all__ = ["DEFAULT_RATE", "collect", "stream"]
+
+DEFAULT_RATE = 1000.0
+"""Default pace of a sweep in packets per second: gentle on real networks and their ICMP rate limits,
+still 60,000 targets a minute. Pass ``rate=None`` (or 0) for an unpaced sweep on networks you own."""
+
+_RESOLVE_CONCURRENCY = 64
+_BATCH = 256
+
+
+class _Sweep:
+    """One sweep: its targets, what came back, and the engine's sink for its probes.
+
+    For ``count == 1`` a target's result is one float; accumulators exist only for longer series. In
+    streaming mode each completed target is queued for the consumer; otherwise only the end is signalled.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        hosts: Sequence[str],
+        targets: list[Target | None],
+        *,
+        count: int,
+        ttl: int,
+        payload_size: int,
+        timeout: float,
+        rate: float | None,
+        stream: bool,
+    ) -> None:
+        self.engine = engine
+        self.hosts = hosts
+        self.targets = targets
+        self.count = count
+        self.ttl = ttl
+        self.payload_size = payload_size
+        self.timeout_ns = int(timeout * 1e9)
+        self.pacer = Pacer(rate) if rate else None
+        self.stream = stream
+        self.live = [i for i, t in enumerate(targets) if t is not None]
+        n = len(hosts)
+        self.rtts: list[float | None] = [None] * n
+        self.accumulators: list[RttAccumulator | None] = [None] * n
+        self.outstanding = [count] * n if count > 1 else []
+        self.remaining = count * len(self.live)
+        self.ready: list[int] = []
+        self.probes: list[Probe] = []
+        self.failure: BaseException | None = None
+        self._changed = anyio.Event()
+
+    # ----------------------------------------------------------------------------------- the sink
+    def deliver(self, probe: Probe, outcome: Outcome) -> None:
+        index: int = probe.tag
+        rtt = outcome.rtt_ms
+        if self.count == 1:
+            if outcome.error is None:
+                self.rtts[index] = rtt
+            complete = True
+        else:
+            if outcome.error is None and rtt is not None:
+                acc = self.accumulators[index]
+                if acc is None:
+                    acc = self.accumulators[index] = RttAccumulator()
+                acc.add(rtt)
+            self.outstanding[index] -= 1
+            complete = not self.outstanding[index]
+        self.remaining -= 1
+        if self.stream:
+            if complete:
+                self.ready.append(index)
+                self._changed.set()
+        elif not self.remaining:
+            self._changed.set()
+
+    def abort(self, exc: BaseException) -> None:
+        self.failure = exc
+        self._changed.set()
+
+    # -------------------------------------------------------------------------------- the driver
+    def check(self) -> None:
+        if self.failure is not None:
+            raise copy.copy(self.failure)
+
+    async def wait(self, timeout: float | None = None) -> None:
+        """Until something changed (or ``timeout`` passed)."""
+        if not self._changed.is_set():
+            with anyio.move_on_after(timeout):
+                await self._changed.wait()
+        if self._changed.is_set():
+            self._changed = anyio.Event()
+        self.check()
+
+    def take_ready(self) -> list[int]:
+        ready, self.ready = self.ready, []
+        return ready
+
+    async def send_round(self) -> None:
+        """One echo to every live target: paced one by one, or unpaced in batches."""
+        targets, probes, engine = self.targets, self.probes, self.engine
+        if self.pacer is not None:
+            for index in self.live:
+                await self.pacer.wait()
+                target = targets[index]
+                assert target is not None
+                while (
+                    probe := engine.send_nowait(
+                        target, self.ttl, self.payload_size, self.timeout_ns, self, index
+                    )
+                ) is None:
+                    await anyio.sleep(0.0005)  # the kernel's send buffer is full
+                    self.check()
+                probes.append(probe)
+            return
+        position = 0
+        live = self.live
+        while position < len(live):
+            chunk = live[position : position + _BATCH]
+            batch: list[Target] = [targets[i] for i in chunk]  # type: ignore[misc]
+            position += engine.send_many(
+                batch, chunk, self.ttl, self.payload_size, self.timeout_ns, self, probes
+            )
+            # Let the reader drain replies between batches (and wait if the kernel's buffer filled).
+            await anyio.lowlevel.checkpoint()
+            self.check()
+
+    def discard(self) -> None:
+        self.engine.discard(self.probes)
+
+    def stats(self, index: int) -> PingStats:
+        target = self.targets[index]
+        addr = target.addr if target is not None else None
+        if self.count == 1:
+            rtt = self.rtts[index]
+            if rtt is None:
+                return PingStats(target=self.hosts[index], addr=addr, sent=1, received=0, loss_pct=100.0)
+            return PingStats(
+                target=self.hosts[index],
+                addr=addr,
+                sent=1,
+                received=1,
+                loss_pct=0.0,
+                min_rtt=rtt,
+                avg_rtt=rtt,
+                max_rtt=rtt,
+                stdev_rtt=0.0,
+                jitter=0.0,
+            )
+        acc = self.accumulators[index] or RttAccumulator()
+        return PingStats.from_accumulator(target=self.hosts[index], addr=addr, sent=self.count, acc=acc)
+
+
+async def _resolve_all(
+    hosts: Sequence[str], family: int | None
+) -> tuple[list[Target | None], dict[int, str]]:
+    """Resolve every host, names concurrently (bounded), literals at once; failures become row errors."""
+    targets: list[Target | None] = [None] * len(hosts)
+    errors: dict[int, str] = {}
+    names: list[int] = []
+    for i, host in enumerate(hosts):
+        try:
+            targets[i] = resolve_literal(host, family)
+        except ValueError as exc:
+            errors[i] = str(exc)
+            continue
+        if targets[i] is None:
+            names.append(i)
+    if names:
+        limiter = anyio.Semaphore(_RESOLVE_CONCURRENCY)
+
+        async def one(i: int) -> None:
+            async with limiter:
+                try:
+                    targets[i] = await resolve(hosts[i], family)
+                except (NameResolutionError, ValueError) as exc:
+                    errors[i] = str(exc)
+
+        async with anyio.create_task_group() as tg:
+            for i in names:
+                tg.start_soon(one, i)
+    return targets, errors
+
+
+async def _prepare(
+    engine: Engine,
+    hosts: Sequence[str],
+    *,
+    count: int,
+    timeout: float,
+    ttl: int,
+    payload_size: int,
+    rate: float | None,
+    family: int | None,
+    stream: bool,
+) -> tuple[_Sweep, dict[int, str]]:
+    targets, errors = await _resolve_all(hosts, family)
+    sweep = _Sweep(
+        engine,
+        hosts,
+        targets,
+        count=count,
+        ttl=ttl,
+        payload_size=payload_size,
+        timeout=timeout,
+        rate=rate,
+        stream=stream,
+    )
+    return sweep, errors
+
+
+async def collect(
+    engine: Engine,
+    hosts: Sequence[str],
+    *,
+    count: int,
+    interval: float,
+    timeout: float,
+    ttl: int,
+    payload_size: int,
+    rate: float | None,
+    family: int | None,
+) -> list[PingStats]:
+    """Ping every host ``count`` times; one `PingStats` per host, in input order."""
+    sweep, errors = await _prepare(
+        engine,
+        hosts,
+        count=count,
+        timeout=timeout,
+        ttl=ttl,
+        payload_size=payload_size,
+        rate=rate,
+        family=family,
+        stream=False,
+    )
+    start = anyio.current_time()
+    try:
+        for round_ in range(count):
+            if round_:
+                due = start + round_ * interval
+                while (left := due - anyio.current_time()) > 0:
+                    await sweep.wait(left)
+            await sweep.send_round()
+        while sweep.remaining:
+            await sweep.wait()
+    finally:
+        sweep.discard()
+    return [
+        PingStats.unresolved(host, errors[i]) if i in errors else sweep.stats(i)
+        for i, host in enumerate(hosts)
+    ]
+
+
+async def stream(
+    engine: Engine,
+    hosts: Sequence[str],
+    *,
+    count: int,
+    interval: float,
+    timeout: float,
+    ttl: int,
+    payload_size: int,
+    rate: float | None,
+    family: int | None,
+) -> AsyncGenerator[PingStats, None]:
+    """Ping every host ``count`` times; yield each host's `PingStats` as soon as it is complete."""
+    sweep, errors = await _prepare(
+        engine,
+        hosts,
+        count=count,
+        timeout=timeout,
+        ttl=ttl,
+        payload_size=payload_size,
+        rate=rate,
+        family=family,
+        stream=True,
+    )
+    for i, message in errors.items():
+        yield PingStats.unresolved(hosts[i], message)
+    start = anyio.current_time()
+    try:
+        for round_ in range(count):
+            if round_:
+                # Hand over what completes while waiting for the round's time. (Never yield inside a
+                # cancel scope: the consumer's code would run inside it.)
+                due = start + round_ * interval
+                while True:
+                    for index in sweep.take_ready():
+                        yield sweep.stats(index)
+                    left = due - anyio.current_time()
+                    if left <= 0:
+                        break
+                    await sweep.wait(left)
+            await sweep.send_round()
+            for index in sweep.take_ready():
+                yield sweep.stats(index)
+        while True:
+            for index in sweep.take_ready():
+                yield sweep.stats(index)
+            if not sweep.remaining:
+                break
+            await sweep.wait()
+    finally:
+        sweep.discard()
