@@ -1,0 +1,123 @@
+"""Shared test configuration: the network-namespace lab fixtures and the ICMPX_REQUIRE_LAB rule.
+
+Lab tests are marked ``@pytest.mark.lab``.  Where the lab cannot run (not root, no ``ip``/``nft``,
+namespaces forbidden) they skip with the reason; with ``ICMPX_REQUIRE_LAB=1`` (as CI sets) they
+fail instead, and so does *any* skip anywhere in the run: a green CI means everything ran.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Generator, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# pytest's default "prepend" import mode already puts this directory on sys.path (tests/ is not
+# a package); do it explicitly too so `import lab` also works under --import-mode=importlib.
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+from lab import Lab, lab_available, lab_chain  # noqa: E402
+
+LAB_FIXTURES = frozenset({"lab_required", "lab8", "make_lab"})
+
+
+def require_lab() -> bool:
+    """True when ICMPX_REQUIRE_LAB=1: lab tests must run, and nothing may be skipped."""
+    return os.environ.get("ICMPX_REQUIRE_LAB", "") == "1"
+
+
+def _lab_unavailable(reason: str) -> None:
+    if require_lab():
+        pytest.fail(f"namespace lab required (ICMPX_REQUIRE_LAB=1) but unavailable: {reason}")
+    pytest.skip(f"namespace lab unavailable: {reason}")
+
+
+def _ensure_lab() -> None:
+    reason = lab_available()
+    if reason is not None:
+        _lab_unavailable(reason)
+
+
+# ---------------------------------------------------------------------------------- hooks
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Every ``lab``-marked test needs the lab, whether it uses the fixtures or lab_chain(); a
+    test using the lab fixtures must carry the marker (so ``-m "not lab"`` deselects it)."""
+    if item.get_closest_marker("lab") is not None:
+        _ensure_lab()
+    elif used := sorted(LAB_FIXTURES & set(getattr(item, "fixturenames", ()))):
+        pytest.fail(f"{item.nodeid} uses {', '.join(used)} but lacks @pytest.mark.lab")
+
+
+def _skip_reason(longrepr: object) -> str:
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Under ICMPX_REQUIRE_LAB=1 a skipped test is a failed test (xfail stays xfail)."""
+    report = yield
+    if require_lab() and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped while ICMPX_REQUIRE_LAB=1 forbids skips: {_skip_reason(report.longrepr)}"
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    """Same for a whole module skipped at collection (pytest.importorskip, module-level skip)."""
+    report = yield
+    if require_lab() and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = (
+            f"module skipped while ICMPX_REQUIRE_LAB=1 forbids skips: {_skip_reason(report.longrepr)}"
+        )
+    return report
+
+
+# ---------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def lab_required() -> None:
+    """Skip (or fail under ICMPX_REQUIRE_LAB=1) when the namespace lab cannot run here."""
+    _ensure_lab()
+
+
+@pytest.fixture(scope="module")
+def _lab8_module() -> Iterator[Lab]:
+    _ensure_lab()
+    with lab_chain(8) as lab:
+        yield lab
+
+
+@pytest.fixture
+def lab8(_lab8_module: Lab) -> Lab:
+    """An 8-router chain (every hop answers, ping sockets open to all), shared by the tests of
+    one module: do not change its state; build your own with ``make_lab`` for that."""
+    return _lab8_module
+
+
+@pytest.fixture
+def make_lab(lab_required: None) -> Iterator[Callable[..., Lab]]:
+    """Factory: ``make_lab(n_routers=8, silent=..., loss=..., ...)`` builds a chain with
+    ``lab_chain``'s arguments; every chain it built is torn down after the test."""
+    with ExitStack() as stack:
+
+        def make(*args: Any, **kwargs: Any) -> Lab:
+            return stack.enter_context(lab_chain(*args, **kwargs))
+
+        yield make
