@@ -16,6 +16,7 @@ from typing import Any, NoReturn, TextIO
 import anyio
 
 import icmpx
+from icmpx._multiping import DEFAULT_RATE
 
 EXIT_OK = 0
 EXIT_NO_ANSWER = 1
@@ -134,6 +135,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_family(trace)
     _add_common(trace)
     trace.set_defaults(run=cmd_traceroute)
+
+    sweep = commands.add_parser(
+        "multiping",
+        help="ping many hosts at once, like fping",
+        description="Ping every HOST (and every line of FILE) COUNT times from one socket. Rows come out "
+        "in input order; a name that does not resolve gets a row with its error.",
+    )
+    sweep.add_argument("hosts", metavar="HOST", nargs="*")
+    sweep.add_argument("-f", "--file", metavar="FILE", help="read hosts from FILE, one per line ('-': stdin)")
+    sweep.add_argument("-c", "--count", type=_int_range(1), default=1, help="echoes per host (default 1)")
+    sweep.add_argument(
+        "-i",
+        "--interval",
+        type=_non_negative_float,
+        default=1.0,
+        help="seconds between echoes to the same host (default 1; fping's -p)",
+    )
+    sweep.add_argument(
+        "--rate",
+        type=_non_negative_float,
+        default=DEFAULT_RATE,
+        metavar="PPS",
+        help=f"packets per second for the whole sweep (default {DEFAULT_RATE:g}; 0 = as fast as possible)",
+    )
+    sweep.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
+    _add_family(sweep)
+    _add_common(sweep)
+    sweep.set_defaults(run=cmd_multiping)
     return parser
 
 
@@ -326,6 +355,109 @@ async def _traceroute(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_traceroute(args: argparse.Namespace) -> int:
     return anyio.run(_traceroute, args, sys.stdout)
+
+
+# -------------------------------------------------------------------------------------------- multiping
+
+
+def _read_hosts(args: argparse.Namespace) -> list[str]:
+    hosts = list(args.hosts)
+    if args.file is not None:
+        try:
+            stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.file}: {exc.strerror}") from exc
+        with stream:
+            for line in stream:
+                host = line.split("#", 1)[0].strip()
+                if host:
+                    hosts.append(host)
+    if not hosts:
+        raise UsageError("no hosts given (name them, or use -f FILE / -f -)")
+    return hosts
+
+
+def multiping_json(rows: Sequence[icmpx.PingStats], elapsed: float) -> dict[str, Any]:
+    return {
+        "hosts": [
+            {
+                "target": r.target,
+                "addr": r.addr,
+                "sent": r.sent,
+                "received": r.received,
+                "loss_pct": r.loss_pct,
+                "min_ms": r.min_rtt,
+                "avg_ms": r.avg_rtt,
+                "max_ms": r.max_rtt,
+                "stdev_ms": r.stdev_rtt,
+                "jitter_ms": r.jitter,
+                "error": r.error,
+            }
+            for r in rows
+        ],
+        "elapsed_s": elapsed,
+    }
+
+
+def _multiping_line(row: icmpx.PingStats, width: int) -> str:
+    name = row.target.ljust(width)
+    if row.error is not None:
+        return f"{name} : {row.error}"
+    line = f"{name} : xmt/rcv/%loss = {row.sent}/{row.received}/{row.loss_pct:.0f}%"
+    if row.received:
+        line += f", min/avg/max = {_fmt_ms(row.min_rtt)}/{_fmt_ms(row.avg_rtt)}/{_fmt_ms(row.max_rtt)}"
+    return line
+
+
+async def _multiping(
+    args: argparse.Namespace, hosts: list[str], out: TextIO
+) -> tuple[list[icmpx.PingStats], float]:
+    progress = not args.json and sys.stderr.isatty() and len(hosts) * args.count >= 1000
+    started = anyio.current_time()
+    async with icmpx.AsyncClient(timeout=args.timeout, privileged=_privileged(args)) as client:
+        options: dict[str, Any] = {
+            "count": args.count,
+            "interval": args.interval,
+            "rate": args.rate or None,
+            "family": args.family,
+        }
+        if not progress:
+            rows = await client.multiping(hosts, **options)
+        else:
+            # Stream to show progress; rows are put back in input order at the end.
+            by_host: dict[str, list[icmpx.PingStats]] = {}
+            done = 0
+            async for row in client.iter_multiping(hosts, **options):
+                by_host.setdefault(row.target, []).append(row)
+                done += 1
+                if done % 500 == 0 or done == len(hosts):
+                    print(f"\r{done}/{len(hosts)} hosts done", end="", file=sys.stderr, flush=True)
+            print(file=sys.stderr)
+            rows = [by_host[host].pop(0) for host in hosts]
+    return rows, anyio.current_time() - started
+
+
+def cmd_multiping(args: argparse.Namespace) -> int:
+    hosts = _read_hosts(args)
+    out = sys.stdout
+    rows, elapsed = anyio.run(_multiping, args, hosts, out)
+    if args.json:
+        json.dump(multiping_json(rows, elapsed), out)
+        out.write("\n")
+    else:
+        if not args.quiet:
+            width = max(len(r.target) for r in rows)
+            out.write("".join(_multiping_line(r, width) + "\n" for r in rows))
+        alive = sum(1 for r in rows if r.received)
+        unresolved = sum(1 for r in rows if r.error is not None)
+        print(
+            f"{len(rows)} targets, {alive} alive, {len(rows) - alive - unresolved} unreachable, "
+            f"{unresolved} unresolved, {elapsed:.3f} s",
+            file=out,
+        )
+    if any(r.error is not None for r in rows):
+        return EXIT_UNRESOLVED
+    return EXIT_OK if all(r.received for r in rows) else EXIT_NO_ANSWER
 
 
 # ------------------------------------------------------------------------------------------------- main
