@@ -356,17 +356,30 @@ class Engine:
         cookie = self._cookie
         counters = self._counters
         monotonic_ns = time.monotonic_ns
+        family_v6: bool | None = None
+        allocate = add = None
+        template: EchoTemplate | None = None
         for target, tag in zip(targets, tags, strict=True):
-            fam = self._families.get(target.v6) or self._family(target.v6)
-            table = fam.table
-            slot, seq = table.allocate()
-            channel: _Channel = slot.channel
-            template = self._templates.get((fam.v6, payload_size))
-            if ttl != channel.icmp.default_ttl or template is None:
+            if target.v6 is not family_v6:
+                # Look the family's machinery up once per run of same-family targets, not per packet.
+                family_v6 = target.v6
+                fam = self._families.get(family_v6) or self._family(family_v6)
+                allocate, add = fam.table.allocate, fam.table.add
+                template = self._templates.get((family_v6, payload_size))
+                if template is None or ttl != fam.channels[0].icmp.default_ttl:
+                    template = None  # the general path builds it (and the TTL control message)
+            assert allocate is not None
+            assert add is not None
+            if template is None:
                 probe = self.send_nowait(target, ttl, payload_size, timeout_ns, sink, tag)
                 if probe is None:
                     return sent
+                template = self._templates.get((family_v6, payload_size))
+                if ttl != probe.channel.icmp.default_ttl:
+                    template = None
             else:
+                slot, seq = allocate()
+                channel: _Channel = slot.channel
                 self._token = token = (self._token + 1) & 0xFFFFFFFF
                 packet = template.build(slot.ident, seq, token, cookie)
                 probe = Probe(
@@ -391,7 +404,7 @@ class Engine:
                 else:
                     probe.deadline_ns = now + timeout_ns
                     counters.sent += 1
-                    table.add(probe, timeout_ns)
+                    add(probe, timeout_ns)
             probes.append(probe)
             sent += 1
         if sent and self._timer_scope is not None and self._timer_wake_at is None:

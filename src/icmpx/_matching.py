@@ -65,6 +65,7 @@ class Probe:
 
     __slots__ = (
         "addr",
+        "answered",
         "channel",
         "deadline_ns",
         "done",
@@ -104,6 +105,7 @@ class Probe:
         self.sent_ns = 0
         self.deadline_ns = 0
         self.done = False
+        self.answered = False
 
     def __repr__(self) -> str:
         return f"<Probe {self.addr} ident={self.ident} seq={self.seq} ttl={self.ttl} done={self.done}>"
@@ -139,7 +141,7 @@ class PendingTable:
         self._current = 0
         self._deadlines: dict[int, deque[Probe]] = {}
         self._memory = memory
-        self._finished: dict[int, tuple[bytes, bool]] = {}
+        self._finished: dict[int, Probe] = {}
 
     def __len__(self) -> int:
         return len(self._probes)
@@ -196,10 +198,11 @@ class PendingTable:
         if probe.done:
             return
         probe.done = True
+        probe.answered = answered
         if self._probes.pop(probe.key, None) is not None:
             self._slot_by_ident[probe.ident].in_flight -= 1
         finished = self._finished
-        finished[probe.key] = (probe.signature, answered)
+        finished[probe.key] = probe
         if len(finished) > self._memory:
             del finished[next(iter(finished))]
 
@@ -208,11 +211,11 @@ class PendingTable:
         seen = self._finished.get(key)
         if seen is None:
             return None
-        expected, answered = seen
+        expected = seen.signature
         n = min(len(signature), len(expected))
         if signature[:n] != expected[:n]:
             return None
-        return "duplicate" if answered else "late"
+        return "duplicate" if seen.answered else "late"
 
     def next_deadline(self) -> int | None:
         """Earliest deadline among pending probes (finished probes are dropped from the queues)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 
@@ -40,8 +41,19 @@ def resolve_literal(host: str, family: int | None = None) -> Target | None:
     """
     if not isinstance(host, str) or not host or host.isspace():
         raise ValueError(f"host must be a non-empty string, not {host!r}")
-    host = host.strip()
+    target = _literal_target(host.strip())
+    if target is None:
+        return None
     fam = normalize_family(family) if family is not None else None
+    if fam is not None and (fam == socket.AF_INET6) != target.v6:
+        asked = "IPv6" if fam == socket.AF_INET6 else "IPv4"
+        raise ValueError(f"{host} is an IPv{6 if target.v6 else 4} address but {asked} was asked for")
+    return target
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _literal_target(host: str) -> Target | None:
+    # Cached: monitoring programs sweep the same addresses again and again.
     if ":" in host:
         if "%" in host:
             return None  # a scoped IPv6 literal: getaddrinfo finds its interface index
@@ -49,17 +61,12 @@ def resolve_literal(host: str, family: int | None = None) -> Target | None:
             addr = socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, host))
         except (OSError, ValueError):
             return None
-        v6 = True
-    else:
-        try:
-            addr = socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, host))
-        except (OSError, ValueError):
-            return None
-        v6 = False
-    if fam is not None and (fam == socket.AF_INET6) != v6:
-        asked = "IPv6" if fam == socket.AF_INET6 else "IPv4"
-        raise ValueError(f"{host} is an IPv{6 if v6 else 4} address but {asked} was asked for")
-    return Target(host=host, addr=addr, v6=v6, sockaddr=(addr, 0, 0, 0) if v6 else (addr, 0))
+        return Target(host=host, addr=addr, v6=True, sockaddr=(addr, 0, 0, 0))
+    try:
+        addr = socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, host))
+    except (OSError, ValueError):
+        return None
+    return Target(host=host, addr=addr, v6=False, sockaddr=(addr, 0))
 
 
 async def resolve(host: str, family: int | None = None) -> Target:
