@@ -93,7 +93,9 @@ async def test_1000_concurrent_pings_share_one_socket() -> None:
             for addr in targets:
                 tg.start_soon(one, addr)
         assert client.stats.sockets == 1
-        assert client.stats.dropped == 0
+        # (foreign packets are other programs' pings, which a raw socket sees too: not counted here)
+        assert client.stats.forged == 0
+        assert client.stats.malformed == 0
 
     assert peak_sockets == 1
     assert icmp_socket_count() == before
