@@ -13,7 +13,8 @@ from anyio.abc import TaskGroup
 
 from ._engine import Engine, EngineStats, Target
 from ._exceptions import ClientClosedError
-from ._models import EchoResult, PingStats, TracerouteResult
+from ._models import EchoResult, MtrReport, PingStats, TracerouteResult
+from ._mtr import mtr
 from ._multiping import DEFAULT_RATE, collect, stream
 from ._ping import iter_series
 from ._resolve import ReverseResolver, normalize_family, resolve
@@ -299,6 +300,65 @@ class AsyncClient:
             paris=bool(paris),
             resolver=self._reverse if dns else None,
         )
+
+    def mtr(
+        self,
+        host: str,
+        *,
+        cycles: int | None = None,
+        interval: float = 1.0,
+        max_hops: int = 30,
+        timeout: float | None = None,
+        resolve_dns: bool | None = None,
+        payload_size: int | None = None,
+        family: int | None = None,
+    ) -> AsyncGenerator[MtrReport, None]:
+        """Live per-hop statistics, as mtr shows them: an `MtrReport` after every cycle.
+
+        Each cycle probes every TTL up to the destination at once; cycles start ``interval`` seconds apart
+        (they overlap when ``timeout`` is longer). ``cycles=None`` runs until you stop iterating; leaving the
+        loop stops all probing::
+
+            async for report in client.mtr("127.0.0.1", cycles=10, interval=0.5):
+                print(report.cycle, [(h.ttl, h.addr, h.loss_pct, h.avg) for h in report.hops])
+        """
+        if cycles is not None:
+            check_int(cycles, "cycles", 1)
+        wait = self.timeout if timeout is None else check_timeout(timeout)
+        every = check_interval(interval)
+        check_int(max_hops, "max_hops", 1, 255)
+        size = self.payload_size if payload_size is None else check_payload(payload_size, v6=True)
+        normalize_family(family)
+        dns = self.resolve_dns_default if resolve_dns is None else bool(resolve_dns)
+        return self._mtr(host, family, cycles, every, max_hops, wait, size, dns)
+
+    async def _mtr(
+        self,
+        host: str,
+        family: int | None,
+        cycles: int | None,
+        interval: float,
+        max_hops: int,
+        timeout: float,
+        size: int,
+        dns: bool,
+    ) -> AsyncGenerator[MtrReport, None]:
+        engine = self._require_engine()
+        target = await resolve(host, family)
+        check_payload(size, target.v6)
+        reports = mtr(
+            engine,
+            target,
+            cycles=cycles,
+            interval=interval,
+            max_hops=max_hops,
+            timeout=timeout,
+            payload_size=size,
+            resolver=self._reverse if dns else None,
+        )
+        async with aclosing(reports):
+            async for report in reports:
+                yield report
 
     async def multiping(
         self,

@@ -13,7 +13,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from ._client import AsyncClient
 from ._engine import EngineStats
 from ._exceptions import ClientClosedError
-from ._models import EchoResult, PingStats, TracerouteResult
+from ._models import EchoResult, MtrReport, PingStats, TracerouteResult
 
 __all__ = ["Client"]
 
@@ -137,6 +137,10 @@ class Client:
     def iter_multiping(self, targets: Any, **options: Any) -> Iterator[PingStats]:
         """See `AsyncClient.iter_multiping`; a plain iterator."""
         return self._iterate(self._async.iter_multiping(targets, **options))
+
+    def mtr(self, host: str, **options: Any) -> Iterator[MtrReport]:
+        """See `AsyncClient.mtr`; a plain iterator (leaving the loop stops probing)."""
+        return self._iterate(self._async.mtr(host, **options))
 
     def reverse_dns(self, addr: str) -> str | None:
         return self._call(self._async.reverse_dns, addr)

@@ -23,7 +23,7 @@ from ._matching import Outcome, Probe
 from ._models import Hop, HopProbe, TracerouteResult
 from ._resolve import ReverseResolver
 
-__all__ = ["TraceRound", "build_hops", "paris_checksum", "run_round", "traceroute"]
+__all__ = ["Signal", "TraceRound", "build_hops", "paris_checksum", "run_round", "traceroute"]
 
 # Errors that end a trace at their TTL (traceroute's !H, !N, !P, !X ...): the path goes no further.
 _CONTINUE = frozenset({None, "timeout", "time-exceeded"})
@@ -34,10 +34,27 @@ def paris_checksum() -> int:
     return random.randrange(1, 0xFFFF)
 
 
+class Signal:
+    """Wakes one waiter when any of several rounds changed (a re-armable event)."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float | None = None) -> None:
+        if not self._event.is_set():
+            with anyio.move_on_after(timeout):
+                await self._event.wait()
+        if self._event.is_set():
+            self._event = anyio.Event()
+
+
 class TraceRound:
     """The outcomes of one round of probes over a range of TTLs; a sink for the engine."""
 
-    def __init__(self, target: Target, ttls: range, probes: int) -> None:
+    def __init__(self, target: Target, ttls: range, probes: int, signal: Signal | None = None) -> None:
         self.target = target
         self.ttls = ttls
         self.probes = probes
@@ -47,7 +64,7 @@ class TraceRound:
         self.sent: list[Probe] = []
         self.failure: BaseException | None = None
         self._undone: dict[int, int] = dict.fromkeys(ttls, 0)
-        self._changed = anyio.Event()
+        self.signal = signal or Signal()
 
     # sink interface
     def deliver(self, probe: Probe, outcome: Outcome) -> None:
@@ -60,11 +77,11 @@ class TraceRound:
                 self.reached = outcome.error is None
             elif ttl == self.end_ttl and outcome.error is None:
                 self.reached = True
-        self._changed.set()
+        self.signal.set()
 
     def abort(self, exc: BaseException) -> None:
         self.failure = exc
-        self._changed.set()
+        self.signal.set()
 
     def wanted(self, ttl: int) -> bool:
         return self.end_ttl is None or ttl <= self.end_ttl
@@ -75,11 +92,27 @@ class TraceRound:
         last = self.end_ttl if self.end_ttl is not None else self.ttls[-1]
         return all(self._undone[ttl] == 0 for ttl in self.ttls if ttl <= last)
 
-    async def wait(self) -> None:
-        await self._changed.wait()
-        self._changed = anyio.Event()
+    def check(self) -> None:
         if self.failure is not None:
             raise type(self.failure)(*self.failure.args)
+
+    async def send(self, engine: Engine, *, timeout: float, payload_size: int, checksum: int | None) -> None:
+        """Send the round's probes, round-robin over TTLs, skipping TTLs beyond a known end."""
+        for index in range(self.probes):
+            for ttl in self.ttls:
+                if not self.wanted(ttl):
+                    break
+                self._undone[ttl] += 1
+                probe = await engine.send(
+                    self.target,
+                    ttl=ttl,
+                    payload_size=payload_size,
+                    timeout=timeout,
+                    sink=self,
+                    tag=(ttl, index),
+                    checksum=checksum,
+                )
+                self.sent.append(probe)
 
     @property
     def last_ttl(self) -> int:
@@ -99,23 +132,10 @@ async def run_round(
     """Probe every TTL of ``ttls`` ``probes`` times at once; return when the path's end is known."""
     trace = TraceRound(target, ttls, probes)
     try:
-        for index in range(probes):
-            for ttl in ttls:
-                if not trace.wanted(ttl):
-                    break
-                trace._undone[ttl] += 1
-                probe = await engine.send(
-                    target,
-                    ttl=ttl,
-                    payload_size=payload_size,
-                    timeout=timeout,
-                    sink=trace,
-                    tag=(ttl, index),
-                    checksum=checksum,
-                )
-                trace.sent.append(probe)
+        await trace.send(engine, timeout=timeout, payload_size=payload_size, checksum=checksum)
         while not trace.finished(all_sent=True):
-            await trace.wait()
+            await trace.signal.wait()
+            trace.check()
     finally:
         engine.discard(trace.sent)
     return trace
