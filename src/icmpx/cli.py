@@ -163,6 +163,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_family(sweep)
     _add_common(sweep)
     sweep.set_defaults(run=cmd_multiping)
+
+    live = commands.add_parser(
+        "mtr",
+        help="per-hop statistics, cycle after cycle, like mtr",
+        description="On a terminal: a live table until interrupted (or COUNT cycles). With --report, --json "
+        "or when stdout is not a terminal: 10 cycles (or COUNT), then one table.",
+    )
+    live.add_argument("host", metavar="HOST")
+    live.add_argument(
+        "-c", "--cycles", type=_int_range(1), default=None, metavar="CYCLES", help="cycles to run"
+    )
+    live.add_argument(
+        "-i", "--interval", type=_positive_float, default=1.0, help="seconds between cycles (default 1)"
+    )
+    live.add_argument(
+        "-m", "--max-hops", type=_int_range(1, 255), default=30, help="largest TTL (default 30)"
+    )
+    live.add_argument("-n", "--numeric", action="store_true", help="no reverse DNS of hops")
+    live.add_argument("--report", action="store_true", help="print one table at the end (mtr --report)")
+    _add_family(live)
+    _add_common(live)
+    live.set_defaults(run=cmd_mtr)
     return parser
 
 
@@ -458,6 +480,150 @@ def cmd_multiping(args: argparse.Namespace) -> int:
     if any(r.error is not None for r in rows):
         return EXIT_UNRESOLVED
     return EXIT_OK if all(r.received for r in rows) else EXIT_NO_ANSWER
+
+
+# -------------------------------------------------------------------------------------------------- mtr
+
+MTR_COLUMNS = (
+    "Hop",
+    "Address",
+    "Hostname",
+    "Loss%",
+    "Sent",
+    "Recv",
+    "Last",
+    "Avg",
+    "Best",
+    "Worst",
+    "StDev",
+    "Javg",
+)
+
+
+def mtr_json(report: icmpx.MtrReport) -> dict[str, Any]:
+    return {
+        "target": report.target,
+        "addr": report.addr,
+        "cycles": report.cycle,
+        "hops": [
+            {
+                "ttl": h.ttl,
+                "addr": h.addr,
+                "addrs": h.addrs,
+                "hostname": h.hostname,
+                "sent": h.sent,
+                "received": h.received,
+                "loss_pct": h.loss_pct,
+                "last_ms": h.last,
+                "avg_ms": h.avg,
+                "best_ms": h.best,
+                "worst_ms": h.worst,
+                "stdev_ms": h.stdev,
+                "javg_ms": h.javg,
+            }
+            for h in report.hops
+        ],
+    }
+
+
+def _mtr_cells(hop: icmpx.MtrHop) -> list[str]:
+    def ms(value: float | None) -> str:
+        return "" if value is None else f"{value:.3f}"
+
+    address = hop.addr or "???"
+    if len(hop.addrs) > 1:
+        address += f" (+{len(hop.addrs) - 1})"
+    return [
+        str(hop.ttl),
+        address,
+        hop.hostname or "",
+        f"{hop.loss_pct:.1f}",
+        str(hop.sent),
+        str(hop.received),
+        ms(hop.last),
+        ms(hop.avg),
+        ms(hop.best),
+        ms(hop.worst),
+        ms(hop.stdev),
+        ms(hop.javg),
+    ]
+
+
+def mtr_text(report: icmpx.MtrReport) -> str:
+    """The report as a plain text table, every column as wide as its widest cell (never truncated)."""
+    rows = [list(MTR_COLUMNS)] + [_mtr_cells(h) for h in report.hops]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(MTR_COLUMNS))]
+    left = {1, 2}
+    lines = [f"mtr to {report.target} ({report.addr}), {report.cycle} cycles"]
+    for row in rows:
+        cells = [
+            c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _mtr_table(report: icmpx.MtrReport) -> Any:
+    from rich.table import Table  # imported only for the live view: it costs start-up time
+
+    table = Table(title=f"mtr to {report.target} ({report.addr}) \u2014 cycle {report.cycle}", expand=False)
+    for i, name in enumerate(MTR_COLUMNS):
+        table.add_column(name, justify="left" if i in (1, 2) else "right", no_wrap=True)
+    for hop in report.hops:
+        table.add_row(*_mtr_cells(hop))
+    return table
+
+
+async def _mtr(args: argparse.Namespace, out: TextIO, live_view: bool) -> int:
+    cycles = args.cycles if args.cycles is not None else (None if live_view else 10)
+    last: icmpx.MtrReport | None = None
+    async with icmpx.AsyncClient(timeout=args.timeout, privileged=_privileged(args)) as client:
+        reports = client.mtr(
+            args.host,
+            cycles=cycles,
+            interval=args.interval,
+            max_hops=args.max_hops,
+            resolve_dns=not args.numeric,
+            family=args.family,
+        )
+        if live_view:
+            from rich.console import Console
+            from rich.live import Live
+
+            with Live(console=Console(file=out), auto_refresh=False) as live:
+                try:
+                    async for last in reports:
+                        live.update(_mtr_table(last), refresh=True)
+                finally:
+                    await reports.aclose()
+        else:
+            async for report in reports:
+                last = report
+    if last is None:
+        return EXIT_NO_ANSWER
+    if args.json:
+        json.dump(mtr_json(last), out)
+        out.write("\n")
+    elif not live_view:
+        out.write(mtr_text(last))
+    reached = any(h.addr == last.addr and h.received for h in last.hops)
+    return EXIT_OK if reached else EXIT_NO_ANSWER
+
+
+def _rich_available() -> bool:
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def cmd_mtr(args: argparse.Namespace) -> int:
+    live_view = not args.report and not args.json and sys.stdout.isatty() and _rich_available()
+    try:
+        return anyio.run(_mtr, args, sys.stdout, live_view)
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
 # ------------------------------------------------------------------------------------------------- main
