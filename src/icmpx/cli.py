@@ -568,7 +568,10 @@ def _mtr_table(report: icmpx.MtrReport) -> Any:
 
     table = Table(title=f"mtr to {report.target} ({report.addr}) \u2014 cycle {report.cycle}", expand=False)
     for i, name in enumerate(MTR_COLUMNS):
-        table.add_column(name, justify="left" if i in (1, 2) else "right", no_wrap=True)
+        if i in (1, 2):  # addresses and names wrap on a narrow terminal, never lose characters
+            table.add_column(name, justify="left", overflow="fold")
+        else:
+            table.add_column(name, justify="right", no_wrap=True)
     for hop in report.hops:
         table.add_row(*_mtr_cells(hop))
     return table
