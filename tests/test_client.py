@@ -329,3 +329,40 @@ def test_ping_stats_from_results() -> None:
     assert (stats.sent, stats.received, stats.loss_pct) == (4, 4, 0.0)
     rtts = [r.rtt for r in results if r.rtt is not None]
     assert (stats.min_rtt, stats.max_rtt) == (min(rtts), max(rtts))
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("privileged", [True, False])
+async def test_more_than_65536_probes_in_flight(quiet: str, privileged: bool) -> None:
+    """70,000 unanswered probes at once: a raw socket takes a second identifier, ping sockets a second
+    socket (the kernel owns a ping socket's identifier). Every probe gets its own timeout result."""
+    targets = [f"127.{1 + i // 65000}.{(i // 250) % 260 % 256}.{i % 250 + 1}" for i in range(70_000)]
+    async with icmpx.AsyncClient(timeout=3, privileged=privileged) as client:
+        peak = 0
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, client.stats.pending)
+                await anyio.sleep(0.05)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            rows = await client.multiping(targets, rate=None)
+            tg.cancel_scope.cancel()
+        stats = client.stats
+    assert peak > 65536
+    assert len(rows) == 70_000
+    assert all(r.sent == 1 and r.received == 0 and r.loss_pct == 100.0 for r in rows)
+    assert stats.timeouts == 70_000
+    assert stats.pending == 0
+    assert stats.socket_kinds == (("raw",) if privileged else ("dgram", "dgram"))
+
+
+async def test_source_address_binds_its_own_family_only() -> None:
+    async with icmpx.AsyncClient(timeout=1, source="127.0.0.1") as client:
+        assert (await client.probe("127.0.0.2")).ok
+        with pytest.raises(ValueError, match="source"):
+            await client.probe("::1")
+        assert client.stats.sockets == 1

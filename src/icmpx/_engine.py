@@ -481,6 +481,10 @@ class Engine:
             return fam
         if self._closed:
             raise ClientClosedError("the client is closed")
+        if self._source is not None and (":" in self._source) != v6:
+            raise ValueError(
+                f"the client's source address {self._source} cannot send to IPv{6 if v6 else 4} destinations"
+            )
         icmp = S.open_icmp_socket(
             v6=v6, privileged=self._privileged, source=self._source, ttl=self._default_ttl
         )
