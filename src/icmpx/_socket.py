@@ -15,6 +15,7 @@ import os
 import socket
 import struct
 import sys
+import time
 from dataclasses import dataclass
 
 from ._exceptions import RawSocketPermissionError, SocketError
@@ -130,7 +131,49 @@ def _configure(sock: socket.socket, *, v6: bool, raw: bool, source: str | None, 
     except OSError as exc:
         raise SocketError(exc.errno, f"cannot configure the ICMP socket: {exc.strerror}") from exc
     ident = None if raw else sock.getsockname()[1]
+    wait_for_receive_timestamps()
     return IcmpSocket(sock=sock, v6=v6, raw=raw, ident=ident, default_ttl=ttl)
+
+
+_timestamps_ready = False
+
+
+def wait_for_receive_timestamps(bound: float = 0.05) -> bool:
+    """Wait (once per process, at most ``bound`` seconds) until the kernel stamps packets on arrival.
+
+    Linux turns receive timestamps on lazily: the first socket that asks for them schedules the switch on a
+    workqueue, and packets that arrive before it flips are stamped when they are *read*, which would turn
+    the first RTTs of a process into "time until the reader got to them". A loopback UDP datagram sent to
+    ourselves tells: stamped on arrival, its timestamp is earlier than the moment we read it.
+    """
+    global _timestamps_ready
+    if _timestamps_ready:
+        return True
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        probe.bind(("127.0.0.1", 0))
+        address = probe.getsockname()
+        deadline = time.monotonic() + bound
+        while True:
+            probe.sendto(b"t", address)
+            time.sleep(0.0002)  # let the datagram arrive well before we read it
+            before_read = time.time_ns()
+            _data, ancdata, _flags, _addr = probe.recvmsg(8, 64)
+            stamps = [
+                c for level, kind, c in ancdata if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS
+            ]
+            if stamps:
+                sec, nsec = struct.unpack("@ll", stamps[0][:16])
+                if sec * 1_000_000_000 + nsec < before_read:
+                    _timestamps_ready = True
+                    return True
+            if time.monotonic() > deadline:
+                return False
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 def _set_buffers(sock: socket.socket) -> None:
