@@ -6,9 +6,9 @@ import functools
 import os
 import random
 import socket
+import struct
 import subprocess
 import sys
-import struct
 import time
 from collections.abc import Iterator
 
