@@ -23,6 +23,7 @@ packet contains can raise into a caller. Closing aborts every sink with `ClientC
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import random
@@ -30,9 +31,9 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -94,6 +95,12 @@ _SEND_ERRNO_NAMES = {
     errno.EPERM: "admin-prohibited",
     errno.EMSGSIZE: "packet-too-big",
 }
+
+
+class Abortable(Protocol):
+    """A call that must be woken when the client closes."""
+
+    def abort(self, exc: BaseException) -> None: ...
 
 
 class Target(NamedTuple):
@@ -208,6 +215,7 @@ class Engine:
         self._unyielded = 0
         self._templates: dict[tuple[bool, int], EchoTemplate] = {}
         self._bufsize = 2048
+        self._watched: set[Abortable] = set()
 
     # ------------------------------------------------------------------------------------------ public
 
@@ -290,6 +298,8 @@ class Engine:
         """Send now, without pacing; ``None`` when the kernel's buffer is full (nothing was registered:
         wait a little and call again). The hot path of sweeps; callers must yield to the loop now and
         then so the reader can drain replies."""
+        if self._closed:
+            raise ClientClosedError("the client is closed")
         fam = self._families.get(target.v6) or self._family(target.v6)
         table = fam.table
         slot, seq = table.allocate()
@@ -352,6 +362,8 @@ class Engine:
         """Send one probe to each target (tagged by ``tags``) in one tight loop, unpaced; append them to
         ``probes``. Returns how many were sent: fewer than asked when the kernel's buffer filled (call
         again later with the rest). The sweep's hot path; `send_nowait` handles every unusual case."""
+        if self._closed:
+            raise ClientClosedError("the client is closed")
         sent = 0
         cookie = self._cookie
         counters = self._counters
@@ -407,9 +419,12 @@ class Engine:
                     add(probe, timeout_ns)
             probes.append(probe)
             sent += 1
-        if sent and self._timer_scope is not None and self._timer_wake_at is None:
-            self._timer_wake_at = probes[-1].deadline_ns
-            self._timer_scope.cancel()
+        if sent:
+            # The batch's earliest deadline is its first probe's: wake the timer if it sleeps past it.
+            first = probes[-sent].deadline_ns
+            if self._timer_scope is not None and (self._timer_wake_at is None or first < self._timer_wake_at):
+                self._timer_wake_at = first
+                self._timer_scope.cancel()
         return sent
 
     def _template(self, v6: bool, payload_size: int, channel: _Channel) -> EchoTemplate:
@@ -419,6 +434,21 @@ class Engine:
         # Replies echo the payload; errors quote up to ~600 bytes beyond it.
         self._bufsize = max(self._bufsize, payload_size + 600)
         return template
+
+    @property
+    def paced(self) -> bool:
+        """True when the client caps its packet rate (every send must then go through `send`)."""
+        return self._pacer is not None
+
+    @contextlib.contextmanager
+    def watch(self, call: Abortable) -> Iterator[None]:
+        """Make sure ``call.abort`` hears of closing even while it has no probe in flight (between the
+        rounds of a sweep, the echoes of a slow ping, the cycles of mtr)."""
+        self._watched.add(call)
+        try:
+            yield
+        finally:
+            self._watched.discard(call)
 
     def discard(self, probes: list[Probe]) -> None:
         """Forget probes whose caller went away (cancelled): no outcome will be delivered."""
@@ -432,12 +462,12 @@ class Engine:
     def abort(self, exc: BaseException) -> None:
         """Close: every pending probe's sink is woken with ``exc``; no further sends are accepted."""
         self._closed = True
-        sinks: dict[int, Sink] = {}
+        calls: dict[int, Abortable] = {id(call): call for call in self._watched}
         for fam in self._families.values():
             for probe in fam.table.drain():
-                sinks[id(probe.sink)] = probe.sink
-        for sink in sinks.values():
-            sink.abort(exc)
+                calls[id(probe.sink)] = probe.sink
+        for call in calls.values():
+            call.abort(exc)
         if self._pacer is not None:
             self._pacer.close()
 

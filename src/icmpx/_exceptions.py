@@ -26,7 +26,10 @@ __all__ = [
 
 
 class IcmpxError(Exception):
-    """Root of every exception icmpx raises on purpose."""
+    """Root of every exception icmpx raises on purpose.
+
+    Timeouts and ICMP errors are never exceptions: they are data on the result (`EchoResult.error`).
+    """
 
 
 class RawSocketPermissionError(IcmpxError, PermissionError):
@@ -38,11 +41,22 @@ class RawSocketPermissionError(IcmpxError, PermissionError):
 
 
 class SocketError(IcmpxError, OSError):
-    """A system error on the ICMP socket other than a missing permission."""
+    """A system error on the ICMP socket other than a missing permission.
+
+    Also an ``OSError``, with its ``errno``: for instance the ``source`` address is not on this host.
+    """
 
 
 class NameResolutionError(IcmpxError):
-    """A host name could not be resolved to an address of the wanted family."""
+    """A host name could not be resolved to an address of the wanted family.
+
+    Raised by single-target calls (``probe``, ``ping``, ``traceroute``, ``mtr``); a sweep
+    (``multiping``) reports it on the target's row (`PingStats.error`) instead.
+
+    Attributes:
+        host: The name that did not resolve.
+        reason: The resolver's message (``socket.gaierror`` stays the ``__cause__``).
+    """
 
     def __init__(self, host: str, reason: str) -> None:
         super().__init__(f"cannot resolve {host!r}: {reason}")

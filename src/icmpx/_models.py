@@ -26,35 +26,56 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MplsLabel:
-    """One entry of an RFC 4950 MPLS label stack quoted by a router in its ICMP error."""
+    """One entry of an RFC 4950 MPLS label stack quoted by a router in its ICMP error.
+
+    Routers inside an MPLS network may append the label stack the probe carried when it expired
+    (RFC 4884 extension, RFC 4950 object). Raw sockets see it; ping sockets do not (the kernel's error
+    queue keeps no extensions), so there the stack is always empty.
+    """
 
     label: int
+    """The 20-bit label value."""
     tc: int
+    """The 3-bit traffic class (formerly "EXP") field."""
     bottom: bool
+    """True for the bottom-of-stack entry (the S bit)."""
     ttl: int
+    """The label's own TTL when the router quoted it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IPHeader:
     """What is known of the IP header of a received packet.
 
-    ``ttl`` is the reply's TTL (IPv4) or hop limit (IPv6) where the kernel reports it, else ``None``.
+    Only a raw IPv4 socket reads the whole header; on IPv6 and on ping sockets the kernel reports the
+    source address and the TTL / hop limit, and ``dst_addr`` stays ``None``.
     """
 
     src_addr: str
+    """Who sent the packet: the target for an echo reply, the router for an ICMP error."""
     dst_addr: str | None
+    """The packet's destination (this host), where the IP header was read (raw IPv4), else ``None``."""
     ttl: int | None
+    """The reply's TTL (IPv4) or hop limit (IPv6) where the kernel reports it, else ``None``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReceivedPacket:
-    """A packet that answered a probe: an echo reply or an ICMP error quoting the probe."""
+    """A packet that answered a probe: an echo reply or an ICMP error quoting the probe.
+
+    The raw ``icmp_type`` and ``icmp_code`` stay here whatever name `EchoResult.error` gives them.
+    """
 
     ip_header: IPHeader
+    """Source, destination and TTL of the received packet."""
     icmp_type: int
+    """ICMP type: 0 / 129 for an echo reply, 11 / 3 for Time Exceeded, 3 / 1 for Unreachable (v4 / v6)."""
     icmp_code: int
+    """ICMP code (for instance 1, host unreachable, with type 3)."""
     ident: int
+    """Echo identifier of the probe answered (for an error, the one of the quoted echo request)."""
     seq: int
+    """Echo sequence number of the probe answered."""
     size: int
     """Size in bytes of the ICMP message (header and payload)."""
     mpls: tuple[MplsLabel, ...] = ()
@@ -66,18 +87,28 @@ class EchoRequest:
     """The echo request that was sent: destination, wire identifier and sequence, TTL, payload size."""
 
     addr: str
+    """Destination address, written as the kernel writes it (``"::1"``, ``"127.0.0.1"``)."""
     ident: int
+    """Echo identifier on the wire; on a ping socket the kernel chose it (the socket's port)."""
     seq: int
+    """Echo sequence number on the wire (not the position in a series; the CLI prints that instead)."""
     ttl: int
+    """TTL (IPv4) or hop limit (IPv6) the request was sent with."""
     payload_size: int
+    """Bytes of payload after the 8-byte ICMP header."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EchoReply:
-    """What answered: round-trip time in milliseconds and the received packet."""
+    """What answered: round-trip time in milliseconds and the received packet.
+
+    Present for echo replies and for ICMP errors alike; `EchoResult.error` tells which.
+    """
 
     rtt: float
+    """Milliseconds from the send to the kernel's receive timestamp of the answer."""
     received_packet: ReceivedPacket
+    """The echo reply or ICMP error that answered."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,12 +117,16 @@ class EchoResult:
 
     ``error`` is ``None`` for an echo reply, ``"timeout"`` when nothing came back, otherwise the ICMP
     error's stable kebab-case name (``"time-exceeded"``, ``"host-unreachable"``, …); the raw type and code
-    stay on ``reply.received_packet``.
+    stay on ``reply.received_packet``. When the kernel refused the send itself (no route, for instance),
+    ``error`` names the failure and ``reply`` is ``None``.
     """
 
     request: EchoRequest
+    """The echo request that was sent."""
     reply: EchoReply | None
+    """What answered (echo reply or ICMP error), ``None`` when nothing did."""
     error: str | None
+    """``None``, ``"timeout"`` or the ICMP error's kebab-case name."""
 
     @property
     def ok(self) -> bool:
@@ -114,12 +149,18 @@ class HopProbe:
     """One probe at one TTL of a traceroute: ``rtt`` is ``float("inf")`` when nothing answered."""
 
     rtt: float
+    """Round-trip time in milliseconds, ``float("inf")`` on timeout."""
     addr: str | None
+    """Who answered (a router, or the destination), ``None`` on timeout."""
     error: str | None
+    """``"time-exceeded"`` from a router, ``None`` for the destination's echo reply, ``"timeout"``, or
+    another ICMP error name (``"host-unreachable"``, ...)."""
     mpls: tuple[MplsLabel, ...] = ()
+    """RFC 4950 label stack the router quoted, outermost first (empty if none)."""
 
     @property
     def answered(self) -> bool:
+        """True when something answered this probe."""
         return self.addr is not None
 
 
@@ -132,10 +173,15 @@ class Hop:
     """
 
     ttl: int
+    """The TTL (hop limit) of this hop's probes: 1 for the first router."""
     addr: str | None
+    """The most frequent responder, ``None`` for a silent hop."""
     addrs: list[str] = field(default_factory=list)
+    """Every responder, in order of first answer (several on load-balanced paths)."""
     hostname: str | None = None
+    """Reverse DNS name of ``addr`` when asked for (``resolve_dns``) and found."""
     probes: list[HopProbe] = field(default_factory=list)
+    """One entry per probe sent at this TTL, in sending order."""
 
     @property
     def rtts(self) -> list[float]:
@@ -145,12 +191,19 @@ class Hop:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TracerouteResult:
-    """A whole trace: one `Hop` per TTL from ``first_hop`` up to the destination (or ``max_hops``)."""
+    """A whole trace: one `Hop` per TTL from ``first_hop`` up to the destination (or ``max_hops``).
+
+    Silent hops are included (``addr=None``); hops past the destination are not.
+    """
 
     target: str
+    """The host as it was asked for (name or address)."""
     addr: str
+    """The address that was traced."""
     reached: bool
+    """True when the destination itself answered with an echo reply."""
     hops: list[Hop] = field(default_factory=list)
+    """One `Hop` per TTL, lowest first."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,19 +214,31 @@ class PingStats:
     """
 
     target: str
+    """The host as it was given (name or address)."""
     addr: str | None
+    """The address that was pinged, ``None`` when the name did not resolve."""
     sent: int
+    """Echo requests sent (0 when the target was not pinged)."""
     received: int
+    """Echo replies received in time (ICMP errors do not count)."""
     loss_pct: float
+    """Lost echoes in percent, 0–100 (100.0 for a target that was not pinged)."""
     min_rtt: float | None = None
+    """Lowest RTT in milliseconds."""
     avg_rtt: float | None = None
+    """Mean RTT in milliseconds."""
     max_rtt: float | None = None
+    """Highest RTT in milliseconds."""
     stdev_rtt: float | None = None
+    """Sample standard deviation of the RTTs in milliseconds (0.0 for a single reply)."""
     jitter: float | None = None
+    """Mean absolute difference of consecutive RTTs in milliseconds (mtr's Javg; 0.0 for one reply)."""
     error: str | None = None
+    """Why the target was not pinged at all (for instance its name did not resolve), else ``None``."""
 
     @property
     def is_alive(self) -> bool:
+        """True when at least one echo reply came back."""
         return self.received > 0
 
     @classmethod
@@ -202,7 +267,15 @@ class PingStats:
 
     @classmethod
     def from_results(cls, results: Sequence[EchoResult], *, target: str | None = None) -> PingStats:
-        """Summarise a ``ping()`` result list (echo replies count as received, in sequence order)."""
+        """Summarise a ``ping()`` result list (echo replies count as received, in sequence order).
+
+        Args:
+            results: The list `AsyncClient.ping` (or `Client.ping`) returned.
+            target: The name to put in ``target``; by default the address pinged.
+
+        Returns:
+            The statistics ``icmpx ping`` prints at the end, as a `PingStats`.
+        """
         addr = results[0].request.addr if results else None
         acc = RttAccumulator(r.reply.rtt for r in results if r.error is None and r.reply is not None)
         return cls.from_accumulator(
@@ -222,28 +295,49 @@ class MtrHop:
     """mtr's columns for one TTL; RTT figures in milliseconds, ``None`` until the hop has answered."""
 
     ttl: int
+    """The TTL (hop limit) of this hop's probes: 1 for the first router."""
     addr: str | None
+    """The most frequent responder so far, ``None`` while the hop is silent."""
     addrs: list[str]
+    """Every responder so far, most frequent first (several on load-balanced paths)."""
     hostname: str | None
+    """Reverse DNS name of ``addr`` when asked for (``resolve_dns``) and found."""
     sent: int
+    """Probes whose outcome is known (answered or timed out): mtr's Snt."""
     received: int
+    """Probes answered."""
     loss_pct: float
+    """Lost probes in percent, 0–100: mtr's Loss%."""
     last: float | None
+    """RTT of the latest answered probe: mtr's Last."""
     avg: float | None
+    """Mean RTT: mtr's Avg."""
     best: float | None
+    """Lowest RTT: mtr's Best."""
     worst: float | None
+    """Highest RTT: mtr's Wrst."""
     stdev: float | None
+    """Sample standard deviation of the RTTs: mtr's StDev."""
     javg: float | None
+    """Mean absolute difference of consecutive RTTs: mtr's Javg, the same measure as `PingStats.jitter`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MtrReport:
-    """The state of an mtr run after ``cycle`` completed cycles."""
+    """The state of an mtr run after ``cycle`` completed cycles.
+
+    As in mtr, ``hops`` ends at the lowest TTL at which the destination has answered so far (or at the
+    highest hop that answered, while it has not).
+    """
 
     target: str
+    """The host as it was asked for (name or address)."""
     addr: str
+    """The address that is traced."""
     cycle: int
+    """Cycles completed so far: 1 in the first report."""
     hops: list[MtrHop]
+    """One `MtrHop` per TTL, lowest first."""
 
 
 def finite(values: Iterable[float]) -> list[float]:

@@ -124,27 +124,31 @@ async def mtr(
     started = 0
     start = anyio.current_time()
     try:
-        while cycles is None or session.cycles < cycles:
-            # Start every round that is due (one at a time, in order).
-            if (cycles is None or started < cycles) and anyio.current_time() >= start + started * interval:
-                trace = TraceRound(target, session.probe_ttls(), 1, signal)
-                in_flight.append(trace)
-                started += 1
-                await trace.send(engine, timeout=timeout, payload_size=payload_size, checksum=checksum)
-                continue
-            # Report the oldest rounds that have finished, in cycle order.
-            if in_flight and in_flight[0].finished(all_sent=True):
-                trace = in_flight.pop(0)
-                engine.discard(trace.sent)
-                new = session.absorb(trace)
-                if resolver is not None and new:
-                    session.names.update(await reverse_names(resolver, new))
-                yield session.report()
-                continue
-            for trace in in_flight:
-                trace.check()
-            due = start + started * interval - anyio.current_time()
-            await signal.wait(due if cycles is None or started < cycles else None)
+        with engine.watch(signal):  # closing the client wakes us between cycles too
+            while cycles is None or session.cycles < cycles:
+                # Start every round that is due (one at a time, in order).
+                if (
+                    cycles is None or started < cycles
+                ) and anyio.current_time() >= start + started * interval:
+                    trace = TraceRound(target, session.probe_ttls(), 1, signal)
+                    in_flight.append(trace)
+                    started += 1
+                    await trace.send(engine, timeout=timeout, payload_size=payload_size, checksum=checksum)
+                    continue
+                # Report the oldest rounds that have finished, in cycle order.
+                if in_flight and in_flight[0].finished(all_sent=True):
+                    trace = in_flight.pop(0)
+                    engine.discard(trace.sent)
+                    new = session.absorb(trace)
+                    if resolver is not None and new:
+                        session.names.update(await reverse_names(resolver, new))
+                    yield session.report()
+                    continue
+                for trace in in_flight:
+                    trace.check()
+                due = start + started * interval - anyio.current_time()
+                await signal.wait(due if cycles is None or started < cycles else None)
+                signal.check()
     finally:
         for trace in in_flight:
             engine.discard(trace.sent)

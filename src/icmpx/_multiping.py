@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 
 import anyio
 import anyio.lowlevel
@@ -118,22 +119,30 @@ class _Sweep:
         ready, self.ready = self.ready, []
         return ready
 
-    async def send_round(self) -> None:
-        """One echo to every live target: paced one by one, or unpaced in batches."""
+    async def send_steps(self) -> AsyncGenerator[None, None]:
+        """Send one echo to every live target, pausing after each paced send or unpaced batch (the caller
+        may hand over finished rows there). Paced when the sweep or the client has a rate; unpaced sweeps
+        go out in batches, the reader draining replies between them."""
         targets, probes, engine = self.targets, self.probes, self.engine
-        if self.pacer is not None:
+        if self.pacer is not None or engine.paced:
             for index in self.live:
-                await self.pacer.wait()
+                if self.pacer is not None:
+                    await self.pacer.wait()
                 target = targets[index]
                 assert target is not None
-                while (
-                    probe := engine.send_nowait(
-                        target, self.ttl, self.payload_size, self.timeout_ns, self, index
+                # Engine.send applies the client's own cap and waits out a full send buffer.
+                probes.append(
+                    await engine.send(
+                        target,
+                        ttl=self.ttl,
+                        payload_size=self.payload_size,
+                        timeout=self.timeout_ns / 1e9,
+                        sink=self,
+                        tag=index,
                     )
-                ) is None:
-                    await anyio.sleep(0.0005)  # the kernel's send buffer is full
-                    self.check()
-                probes.append(probe)
+                )
+                self.check()
+                yield
             return
         position = 0
         live = self.live
@@ -146,6 +155,7 @@ class _Sweep:
             # Let the reader drain replies between batches (and wait if the kernel's buffer filled).
             await anyio.lowlevel.checkpoint()
             self.check()
+            yield
 
     def discard(self) -> None:
         self.engine.discard(self.probes)
@@ -257,14 +267,17 @@ async def collect(
     )
     start = anyio.current_time()
     try:
-        for round_ in range(count):
-            if round_:
-                due = start + round_ * interval
-                while (left := due - anyio.current_time()) > 0:
-                    await sweep.wait(left)
-            await sweep.send_round()
-        while sweep.remaining:
-            await sweep.wait()
+        with engine.watch(sweep):
+            for round_ in range(count):
+                if round_:
+                    due = start + round_ * interval
+                    while (left := due - anyio.current_time()) > 0:
+                        await sweep.wait(left)
+                async with aclosing(sweep.send_steps()) as steps:
+                    async for _ in steps:
+                        pass
+            while sweep.remaining:
+                await sweep.wait()
     finally:
         sweep.discard()
     return [
@@ -301,26 +314,28 @@ async def stream(
         yield PingStats.unresolved(hosts[i], message)
     start = anyio.current_time()
     try:
-        for round_ in range(count):
-            if round_:
-                # Hand over what completes while waiting for the round's time. (Never yield inside a
-                # cancel scope: the consumer's code would run inside it.)
-                due = start + round_ * interval
-                while True:
-                    for index in sweep.take_ready():
-                        yield sweep.stats(index)
-                    left = due - anyio.current_time()
-                    if left <= 0:
-                        break
-                    await sweep.wait(left)
-            await sweep.send_round()
-            for index in sweep.take_ready():
-                yield sweep.stats(index)
-        while True:
-            for index in sweep.take_ready():
-                yield sweep.stats(index)
-            if not sweep.remaining:
-                break
-            await sweep.wait()
+        with engine.watch(sweep):
+            for round_ in range(count):
+                if round_:
+                    # Hand over what completes while waiting for the round's time. (Never yield inside a
+                    # cancel scope: the consumer's code would run inside it.)
+                    due = start + round_ * interval
+                    while True:
+                        for index in sweep.take_ready():
+                            yield sweep.stats(index)
+                        left = due - anyio.current_time()
+                        if left <= 0:
+                            break
+                        await sweep.wait(left)
+                async with aclosing(sweep.send_steps()) as steps:
+                    async for _ in steps:
+                        for index in sweep.take_ready():
+                            yield sweep.stats(index)
+            while True:
+                for index in sweep.take_ready():
+                    yield sweep.stats(index)
+                if not sweep.remaining:
+                    break
+                await sweep.wait()
     finally:
         sweep.discard()

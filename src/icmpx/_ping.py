@@ -94,26 +94,21 @@ async def iter_series(
     sent = 0
     yielded = 0
     try:
-        while yielded < count:
-            while sent < count and anyio.current_time() >= start + sent * interval:
-                sink.probes.append(
-                    await engine.send(
-                        target,
-                        ttl=ttl,
-                        payload_size=payload_size,
-                        timeout=timeout,
-                        sink=sink,
-                        tag=sent,
+        with engine.watch(sink):  # closing the client wakes us even between two echoes
+            while yielded < count:
+                while sent < count and anyio.current_time() >= start + sent * interval:
+                    probe = await engine.send(
+                        target, ttl=ttl, payload_size=payload_size, timeout=timeout, sink=sink, tag=sent
                     )
-                )
-                sent += 1
-            sink.check()
-            while yielded < count and (result := sink.results[yielded]) is not None:
-                yield result
-                yielded += 1
-            if yielded >= count:
-                break
-            wait = None if sent >= count else max(start + sent * interval - anyio.current_time(), 0.0)
-            await sink.changed(wait)
+                    sink.probes.append(probe)
+                    sent += 1
+                sink.check()
+                while yielded < count and (result := sink.results[yielded]) is not None:
+                    yield result
+                    yielded += 1
+                if yielded >= count:
+                    break
+                wait = None if sent >= count else max(start + sent * interval - anyio.current_time(), 0.0)
+                await sink.changed(wait)
     finally:
         engine.discard(sink.probes)

@@ -35,13 +35,22 @@ def paris_checksum() -> int:
 
 
 class Signal:
-    """Wakes one waiter when any of several rounds changed (a re-armable event)."""
+    """Wakes one waiter when any of several rounds changed (a re-armable event); also told of closing."""
 
     def __init__(self) -> None:
         self._event = anyio.Event()
+        self.failure: BaseException | None = None
 
     def set(self) -> None:
         self._event.set()
+
+    def abort(self, exc: BaseException) -> None:
+        self.failure = exc
+        self._event.set()
+
+    def check(self) -> None:
+        if self.failure is not None:
+            raise type(self.failure)(*self.failure.args)
 
     async def wait(self, timeout: float | None = None) -> None:
         if not self._event.is_set():

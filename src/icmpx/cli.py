@@ -240,8 +240,7 @@ async def _ping(args: argparse.Namespace, out: TextIO, results: list[icmpx.EchoR
             if not args.json:
                 print(await _ping_line(client, args, len(results), result), file=out, flush=True)
     if args.json:
-        json.dump(_ping_json(args.host, target.addr, results), out)
-        out.write("\n")
+        out.write(json.dumps(_ping_json(args.host, target.addr, results)) + "\n")
     else:
         _ping_summary(args.host, results, out)
     return EXIT_OK if any(r.ok for r in results) else EXIT_NO_ANSWER
@@ -367,8 +366,7 @@ async def _traceroute(args: argparse.Namespace, out: TextIO) -> int:
         target=args.host, addr=result.addr, reached=result.reached, hops=result.hops
     )
     if args.json:
-        json.dump(traceroute_json(result), out)
-        out.write("\n")
+        out.write(json.dumps(traceroute_json(result)) + "\n")
     else:
         for hop in result.hops:
             print(_trace_line(hop, names), file=out)
@@ -464,8 +462,7 @@ def cmd_multiping(args: argparse.Namespace) -> int:
     out = sys.stdout
     rows, elapsed = anyio.run(_multiping, args, hosts, out)
     if args.json:
-        json.dump(multiping_json(rows, elapsed), out)
-        out.write("\n")
+        out.write(json.dumps(multiping_json(rows, elapsed)) + "\n")
     else:
         if not args.quiet:
             width = max(len(r.target) for r in rows)
@@ -605,8 +602,7 @@ async def _mtr(args: argparse.Namespace, out: TextIO, live_view: bool) -> int:
     if last is None:
         return EXIT_NO_ANSWER
     if args.json:
-        json.dump(mtr_json(last), out)
-        out.write("\n")
+        out.write(json.dumps(mtr_json(last)) + "\n")
     elif not live_view:
         out.write(mtr_text(last))
     reached = any(h.addr == last.addr and h.received for h in last.hops)
