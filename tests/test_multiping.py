@@ -193,10 +193,9 @@ class FakeEngine:
         payload_size: int,
         timeout_ns: int,
         sink: Any,
-        probes: list[Any],
     ) -> int:
         for target, tag in zip(targets, tags, strict=True):
-            self._answer(target, sink, tag, probes)
+            self._answer(target, sink, tag, None)
         return len(targets)
 
     paced = False
@@ -210,8 +209,8 @@ class FakeEngine:
     def watch(self, call: Any) -> Iterator[None]:
         yield
 
-    def discard(self, probes: list[Any]) -> None:
-        self.discarded += len(probes)
+    def discard_sink(self, sink: Any) -> None:
+        self.discarded += 1
 
 
 SCRIPT: dict[str, Sequence[float | str | None]] = {

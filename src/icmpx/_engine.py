@@ -357,11 +357,10 @@ class Engine:
         payload_size: int,
         timeout_ns: int,
         sink: Sink,
-        probes: list[Probe],
     ) -> int:
-        """Send one probe to each target (tagged by ``tags``) in one tight loop, unpaced; append them to
-        ``probes``. Returns how many were sent: fewer than asked when the kernel's buffer filled (call
-        again later with the rest). The sweep's hot path; `send_nowait` handles every unusual case."""
+        """Send one probe to each target (tagged by ``tags``) in one tight loop, unpaced. Returns how many
+        were sent: fewer than asked when the kernel's buffer filled (call again later with the rest). The
+        sweep's hot path; `send_nowait` handles every unusual case. Forget them with `discard_sink`."""
         if self._closed:
             raise ClientClosedError("the client is closed")
         sent = 0
@@ -369,6 +368,7 @@ class Engine:
         counters = self._counters
         monotonic_ns = time.monotonic_ns
         family_v6: bool | None = None
+        first_deadline = 0
         allocate = add = None
         template: EchoTemplate | None = None
         for target, tag in zip(targets, tags, strict=True):
@@ -417,13 +417,14 @@ class Engine:
                     probe.deadline_ns = now + timeout_ns
                     counters.sent += 1
                     add(probe, timeout_ns)
-            probes.append(probe)
+            if not first_deadline:
+                first_deadline = probe.deadline_ns
             sent += 1
-        if sent:
+        if first_deadline:
             # The batch's earliest deadline is its first probe's: wake the timer if it sleeps past it.
-            first = probes[-sent].deadline_ns
-            if self._timer_scope is not None and (self._timer_wake_at is None or first < self._timer_wake_at):
-                self._timer_wake_at = first
+            wake_at = self._timer_wake_at
+            if self._timer_scope is not None and (wake_at is None or first_deadline < wake_at):
+                self._timer_wake_at = first_deadline
                 self._timer_scope.cancel()
         return sent
 
@@ -449,6 +450,13 @@ class Engine:
             yield
         finally:
             self._watched.discard(call)
+
+    def discard_sink(self, sink: Sink) -> None:
+        """Forget every pending probe of ``sink`` (a call that went away); O(pending probes)."""
+        for fam in self._families.values():
+            for probe in fam.table:
+                if probe.sink is sink:
+                    fam.table.finish(probe, answered=False)
 
     def discard(self, probes: list[Probe]) -> None:
         """Forget probes whose caller went away (cancelled): no outcome will be delivered."""

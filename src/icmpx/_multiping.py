@@ -69,7 +69,6 @@ class _Sweep:
         self.outstanding = [count] * n if count > 1 else []
         self.remaining = count * len(self.live)
         self.ready: list[int] = []
-        self.probes: list[Probe] = []
         self.failure: BaseException | None = None
         self._changed = anyio.Event()
 
@@ -123,7 +122,8 @@ class _Sweep:
         """Send one echo to every live target, pausing after each paced send or unpaced batch (the caller
         may hand over finished rows there). Paced when the sweep or the client has a rate; unpaced sweeps
         go out in batches, the reader draining replies between them."""
-        targets, probes, engine = self.targets, self.probes, self.engine
+        # Probes are not kept here (finished ones die young, cheap for the GC); `discard` asks the engine.
+        targets, engine = self.targets, self.engine
         if self.pacer is not None or engine.paced:
             for index in self.live:
                 if self.pacer is not None:
@@ -131,15 +131,13 @@ class _Sweep:
                 target = targets[index]
                 assert target is not None
                 # Engine.send applies the client's own cap and waits out a full send buffer.
-                probes.append(
-                    await engine.send(
-                        target,
-                        ttl=self.ttl,
-                        payload_size=self.payload_size,
-                        timeout=self.timeout_ns / 1e9,
-                        sink=self,
-                        tag=index,
-                    )
+                await engine.send(
+                    target,
+                    ttl=self.ttl,
+                    payload_size=self.payload_size,
+                    timeout=self.timeout_ns / 1e9,
+                    sink=self,
+                    tag=index,
                 )
                 self.check()
                 yield
@@ -149,16 +147,14 @@ class _Sweep:
         while position < len(live):
             chunk = live[position : position + _BATCH]
             batch: list[Target] = [targets[i] for i in chunk]  # type: ignore[misc]
-            position += engine.send_many(
-                batch, chunk, self.ttl, self.payload_size, self.timeout_ns, self, probes
-            )
+            position += engine.send_many(batch, chunk, self.ttl, self.payload_size, self.timeout_ns, self)
             # Let the reader drain replies between batches (and wait if the kernel's buffer filled).
             await anyio.lowlevel.checkpoint()
             self.check()
             yield
 
     def discard(self) -> None:
-        self.engine.discard(self.probes)
+        self.engine.discard_sink(self)
 
     def stats(self, index: int) -> PingStats:
         target = self.targets[index]
