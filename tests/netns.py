@@ -74,7 +74,10 @@ def icmp_socket_count() -> int:
                 continue
         except OSError:
             continue
-        sock = socket.socket(fileno=fd)
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            continue  # closed by another thread since the listing
         try:
             proto = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL)
             domain = sock.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)

@@ -7,7 +7,7 @@ One ICMP socket per address family per client, one reader task demultiplexing ev
 """
 
 from ._client import AsyncClient
-from ._engine import EngineStats
+from ._engine import EngineStats, Target
 from ._exceptions import (
     ClientClosedError,
     IcmpxError,
@@ -30,11 +30,13 @@ from ._models import (
     ReceivedPacket,
     TracerouteResult,
 )
+from ._multiping import DEFAULT_RATE as DEFAULT_SWEEP_RATE
 from ._sync import Client
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_SWEEP_RATE",
     "AsyncClient",
     "Client",
     "ClientClosedError",
@@ -55,6 +57,7 @@ __all__ = [
     "RawSocketPermissionError",
     "ReceivedPacket",
     "SocketError",
+    "Target",
     "TracerouteResult",
     "__version__",
 ]

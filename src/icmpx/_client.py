@@ -71,16 +71,29 @@ class AsyncClient:
     """An ICMP client for asyncio (and trio, through anyio).
 
     One ICMP socket per address family, opened on first use and shared by every call: use one client for
-    the life of your program and run as many calls on it concurrently as you like::
+    the life of your program and run as many calls on it concurrently as you like:
 
         async with icmpx.AsyncClient(timeout=1.0) as client:
             results = await client.ping("127.0.0.1", count=3, interval=0.2)
 
-    Keyword arguments (all optional): ``timeout`` seconds per request (2.0), ``privileged`` (``None``: a raw
-    socket when allowed, else an unprivileged ping socket; ``True``/``False`` force one),
-    ``resolve_dns_default``
-    (reverse DNS of responders, False), ``source`` (address to bind), ``ttl`` (64), ``payload_size`` (56) and
-    ``rate`` (a cap in packets per second on everything the client sends; ``None`` or 0 for none).
+    The client must be entered (``async with``) before use; leaving the block closes the sockets and ends
+    every call still waiting with `ClientClosedError`. A closed client cannot be reopened.
+
+    Args:
+        timeout: Seconds to wait for the answer to each echo request (default 2.0); calls may override it.
+        privileged: ``None`` (default) opens a raw socket when allowed, else the kernel's unprivileged ICMP
+            "ping socket", else raises `RawSocketPermissionError`; ``True`` forces a raw socket, ``False``
+            a ping socket.
+        resolve_dns_default: Look up the reverse DNS names of traceroute and mtr hops unless a call says
+            otherwise (default False).
+        source: Local address to send from (bound on the sockets of its own family).
+        ttl: TTL / hop limit of echo requests, 1–255 (default 64); calls may override it.
+        payload_size: Payload bytes after the 8-byte ICMP header (default 56); calls may override it.
+        rate: A cap in packets per second on everything the client sends, all calls together; ``None``
+            (default) or 0 for no cap.
+
+    Raises:
+        ValueError: An argument is out of range (``TypeError`` for one of the wrong type).
     """
 
     def __init__(
@@ -137,7 +150,10 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the sockets and end every pending call with `ClientClosedError`. Idempotent."""
+        """Close the sockets and end every pending call with `ClientClosedError`.
+
+        Idempotent; ``async with`` calls it on the way out.
+        """
         if self._closed:
             return
         self._closed = True
@@ -154,11 +170,15 @@ class AsyncClient:
 
     @property
     def closed(self) -> bool:
+        """True once `aclose` has run (or the ``async with`` block was left)."""
         return self._closed
 
     @property
     def stats(self) -> EngineStats:
-        """Counters of packets sent, matched and dropped (foreign, forged, late, duplicate, malformed)."""
+        """Counters of packets sent, matched and dropped (foreign, forged, late, duplicate, malformed).
+
+        A snapshot, taken when read; ``socket_kinds`` tells whether the client got raw or ping sockets.
+        """
         return self._require_engine(check_closed=False).stats()
 
     def _require_engine(self, *, check_closed: bool = True) -> Engine:
@@ -172,11 +192,27 @@ class AsyncClient:
         return self._engine
 
     async def resolve(self, host: str, *, family: int | None = None) -> Target:
-        """Resolve a host name or address literal (``family`` 4 or 6 to choose)."""
+        """Resolve a host name or address literal, off the event loop, as the operations do.
+
+        Address literals never reach the resolver. The result is a named tuple
+        ``(host, addr, v6, sockaddr)``; ``addr`` is what the operations would send to.
+
+        Args:
+            host: A name or an IPv4 / IPv6 address literal.
+            family: 4 or 6 (or ``socket.AF_INET`` / ``AF_INET6``) to choose; ``None`` takes the first
+                address ``getaddrinfo`` returns.
+
+        Raises:
+            NameResolutionError: The name does not resolve (to an address of that family).
+            ValueError: ``host`` is empty, or a literal of the other family than ``family``.
+        """
         return await resolve(host, family)
 
     async def reverse_dns(self, addr: str) -> str | None:
-        """The reverse DNS name of ``addr`` (cached, bounded in time), ``None`` when there is none."""
+        """The reverse DNS name of ``addr`` (cached, bounded in time), ``None`` when there is none.
+
+        Lookups run in a worker thread and give up after 2 seconds; failures are ``None``, never raised.
+        """
         return await self._reverse.lookup(addr)
 
     # ------------------------------------------------------------------------------------ operations
@@ -194,6 +230,21 @@ class AsyncClient:
 
         A router's Time Exceeded is a normal result: ``error == "time-exceeded"`` and the router in
         ``reply.received_packet.ip_header.src_addr``.
+
+        Args:
+            host: A name or an address literal.
+            ttl: TTL / hop limit of this echo (default: the client's).
+            timeout: Seconds to wait for the answer (default: the client's).
+            payload_size: Payload bytes (default: the client's).
+            family: 4 or 6 for a name that resolves to both.
+
+        Returns:
+            The outcome: an echo reply, an ICMP error or ``error="timeout"``.
+
+        Raises:
+            NameResolutionError: ``host`` does not resolve.
+            ValueError: An argument is out of range.
+            ClientClosedError: The client is (or was, during the call) closed.
         """
         results = await self.ping(
             host,
@@ -220,7 +271,24 @@ class AsyncClient:
         """Ping ``host`` ``count`` times, ``interval`` seconds apart; results in sequence order.
 
         Echoes go out on schedule without waiting for earlier replies, as ping(8) does; each waits up to
-        ``timeout`` seconds for its answer.
+        ``timeout`` seconds for its answer. Summarise the list with `PingStats.from_results`.
+
+        Args:
+            host: A name or an address literal.
+            count: Echo requests to send, at least 1 (default 4).
+            interval: Seconds between the sends, 0 or more (default 1.0).
+            timeout: Seconds each echo waits for its answer (default: the client's).
+            ttl: TTL / hop limit (default: the client's).
+            payload_size: Payload bytes (default: the client's).
+            family: 4 or 6 for a name that resolves to both.
+
+        Returns:
+            One `EchoResult` per echo, in sending order.
+
+        Raises:
+            NameResolutionError: ``host`` does not resolve.
+            ValueError: An argument is out of range.
+            ClientClosedError: The client is (or was, during the call) closed.
         """
         async with aclosing(
             self.iter_ping(
@@ -235,7 +303,7 @@ class AsyncClient:
         ) as results:
             return [result async for result in results]
 
-    async def iter_ping(
+    def iter_ping(
         self,
         host: str,
         *,
@@ -246,10 +314,23 @@ class AsyncClient:
         payload_size: int | None = None,
         family: int | None = None,
     ) -> AsyncGenerator[EchoResult, None]:
-        """Like `ping`, but yields each result as soon as it and the ones before it are known."""
+        """Like `ping`, but yields each result as soon as it and the ones before it are known.
+
+        Takes the same arguments as `ping`. Not a coroutine: iterate over what it returns. Arguments are
+        checked when it is called (``ValueError`` before anything is sent); leaving the loop early stops
+        sending.
+
+        Yields:
+            One `EchoResult` per echo, in sending order.
+        """
         options = self._echo_options(count=count, interval=interval, timeout=timeout, ttl=ttl)
         size = self.payload_size if payload_size is None else check_int(payload_size, "payload_size", 0)
         normalize_family(family)
+        return self._iter_ping(host, family, size, options)
+
+    async def _iter_ping(
+        self, host: str, family: int | None, size: int, options: dict[str, Any]
+    ) -> AsyncGenerator[EchoResult, None]:
         engine = self._require_engine()
         target = await resolve(host, family)
         check_payload(size, target.v6)
@@ -278,6 +359,25 @@ class AsyncClient:
         so per-flow load balancers keep the whole trace on one path; every responder is kept in
         ``Hop.addrs``. ``resolve_dns`` (default: the client's ``resolve_dns_default``) fills
         ``Hop.hostname`` by reverse DNS, cached and bounded in time.
+
+        Args:
+            host: A name or an address literal.
+            max_hops: Highest TTL to probe, 1–255 (default 30).
+            first_hop: Lowest TTL to probe (default 1).
+            probes: Probes per TTL, 1–100 (default 3).
+            timeout: Seconds each probe waits for its answer (default: the client's).
+            resolve_dns: Reverse DNS of the hops (default: the client's ``resolve_dns_default``).
+            paris: Keep every probe on one path through per-flow load balancers (default True).
+            payload_size: Payload bytes (default: the client's).
+            family: 4 or 6 for a name that resolves to both.
+
+        Returns:
+            The hops from ``first_hop`` to the destination (or ``max_hops``), silent ones included.
+
+        Raises:
+            NameResolutionError: ``host`` does not resolve.
+            ValueError: An argument is out of range.
+            ClientClosedError: The client is (or was, during the call) closed.
         """
         check_int(max_hops, "max_hops", 1, 255)
         check_int(first_hop, "first_hop", 1, max_hops)
@@ -317,10 +417,31 @@ class AsyncClient:
 
         Each cycle probes every TTL up to the destination at once; cycles start ``interval`` seconds apart
         (they overlap when ``timeout`` is longer). ``cycles=None`` runs until you stop iterating; leaving the
-        loop stops all probing::
+        loop stops all probing:
 
             async for report in client.mtr("127.0.0.1", cycles=10, interval=0.5):
                 print(report.cycle, [(h.ttl, h.addr, h.loss_pct, h.avg) for h in report.hops])
+
+        Not a coroutine: call it without ``await`` and iterate over what it returns. The arguments are
+        checked at once; the name is resolved on the first iteration.
+
+        Args:
+            host: A name or an address literal.
+            cycles: Cycles to run, at least 1; ``None`` (default) for no end.
+            interval: Seconds between the starts of consecutive cycles (default 1.0).
+            max_hops: Highest TTL to probe, 1–255 (default 30).
+            timeout: Seconds each probe waits for its answer (default: the client's).
+            resolve_dns: Reverse DNS of the hops (default: the client's ``resolve_dns_default``).
+            payload_size: Payload bytes (default: the client's).
+            family: 4 or 6 for a name that resolves to both.
+
+        Yields:
+            One `MtrReport` per completed cycle, in cycle order, with the statistics so far.
+
+        Raises:
+            NameResolutionError: ``host`` does not resolve (from the first iteration).
+            ValueError: An argument is out of range.
+            ClientClosedError: The client is (or was, during the run) closed.
         """
         if cycles is not None:
             check_int(cycles, "cycles", 1)
@@ -378,6 +499,24 @@ class AsyncClient:
         whole sweep in packets per second (default 1,000, gentle on real networks; ``None`` or 0 sends as
         fast as the kernel takes them), under the client's own ``rate`` cap. Names are resolved
         concurrently; a name that does not resolve gets a row with ``error`` set instead of an exception.
+
+        Args:
+            targets: Names or address literals (any iterable of strings, not one string); IPv4 and IPv6
+                may be mixed, and the same host may appear more than once.
+            count: Echo requests per target, at least 1 (default 1).
+            interval: Seconds between echoes to the same target (default 1.0).
+            timeout: Seconds each echo waits for its answer (default: the client's).
+            rate: Packets per second for the whole sweep (default 1,000); ``None`` or 0 for no pacing.
+            ttl: TTL / hop limit (default: the client's).
+            payload_size: Payload bytes (default: the client's).
+            family: 4 or 6 for names that resolve to both.
+
+        Returns:
+            One `PingStats` per target, in input order.
+
+        Raises:
+            ValueError: An argument is out of range (``TypeError`` for a target that is not a string).
+            ClientClosedError: The client is (or was, during the call) closed.
         """
         hosts = self._hosts(targets)
         engine, options = self._sweep_options(count, interval, timeout, rate, ttl, payload_size, family)
@@ -395,11 +534,19 @@ class AsyncClient:
         payload_size: int | None = None,
         family: int | None = None,
     ) -> AsyncGenerator[PingStats, None]:
-        """Like `multiping`, but yields each target's `PingStats` as soon as all its echoes are answered or
-        timed out (completion order), so a monitor can act before the sweep ends::
+        """Like `multiping`, but yields each target's `PingStats` as soon as it is complete.
+
+        A target is complete when all its echoes are answered or timed out, so rows come in completion
+        order (unresolved names first) and a monitor can act before the sweep ends:
 
             async for stats in client.iter_multiping(hosts, count=3):
                 if stats.loss_pct == 100: alert(stats.target)
+
+        Takes the same arguments as `multiping`. Not a coroutine: iterate over what it returns. Leaving the
+        loop early stops the sweep.
+
+        Yields:
+            One `PingStats` per target, in completion order.
         """
         hosts = self._hosts(targets)
         engine, options = self._sweep_options(count, interval, timeout, rate, ttl, payload_size, family)

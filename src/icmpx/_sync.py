@@ -22,14 +22,23 @@ T = TypeVar("T")
 
 
 class Client:
-    """Blocking ICMP client with the same methods and keywords as `AsyncClient`::
+    """Blocking ICMP client with the same operations and keywords as `AsyncClient`.
+
+    For scripts and threads without an event loop:
 
         with icmpx.Client(timeout=1.5) as client:
             for result in client.ping("127.0.0.1", count=3):
                 print(result.request.addr, result.reply.rtt if result.reply else result.error)
 
     It runs an event loop in a background thread (an anyio blocking portal) for its whole life; use it as a
-    context manager, or call `close()`. Iterators it returns (``iter_ping``, ``mtr``) are plain iterators.
+    context manager, or call `close()`: until it is closed, that thread keeps the process from exiting.
+    Iterators it returns (``iter_ping``, ``iter_multiping``, ``mtr``) are plain iterators. Once it is open,
+    its methods may be called from several threads at once; they all share the client's sockets.
+
+    Args:
+        backend: The anyio backend of the background loop: ``"asyncio"`` (default) or ``"trio"``.
+        **options: The keyword arguments of `AsyncClient` (``timeout``, ``privileged``,
+            ``resolve_dns_default``, ``source``, ``ttl``, ``payload_size``, ``rate``).
     """
 
     def __init__(self, *, backend: str = "asyncio", **options: Any) -> None:
@@ -83,6 +92,7 @@ class Client:
 
     @property
     def closed(self) -> bool:
+        """True once `close` has run (or the ``with`` block was left)."""
         return self._closed
 
     def _portal_or_open(self) -> BlockingPortal:
@@ -112,35 +122,37 @@ class Client:
 
     @property
     def stats(self) -> EngineStats:
+        """Counters of packets sent, matched and dropped; see `AsyncClient.stats`."""
         return self._async.stats
 
     def probe(self, host: str, **options: Any) -> EchoResult:
-        """See `AsyncClient.probe`."""
+        """Send one echo request and return its `EchoResult`; arguments as `AsyncClient.probe`."""
         return self._call(self._async.probe, host, **options)
 
     def ping(self, host: str, **options: Any) -> list[EchoResult]:
-        """See `AsyncClient.ping`."""
+        """Ping ``host`` ``count`` times; a list of `EchoResult`, arguments as `AsyncClient.ping`."""
         return self._call(self._async.ping, host, **options)
 
     def iter_ping(self, host: str, **options: Any) -> Iterator[EchoResult]:
-        """See `AsyncClient.iter_ping`; a plain iterator."""
+        """Like `ping`, one `EchoResult` at a time; a plain iterator, arguments as `AsyncClient.ping`."""
         return self._iterate(self._async.iter_ping(host, **options))
 
     def traceroute(self, host: str, **options: Any) -> TracerouteResult:
-        """See `AsyncClient.traceroute`."""
+        """Trace the path to ``host``; a `TracerouteResult`, arguments as `AsyncClient.traceroute`."""
         return self._call(self._async.traceroute, host, **options)
 
     def multiping(self, targets: Any, **options: Any) -> list[PingStats]:
-        """See `AsyncClient.multiping`."""
+        """Ping many targets; one `PingStats` each, in input order; arguments as `AsyncClient.multiping`."""
         return self._call(self._async.multiping, targets, **options)
 
     def iter_multiping(self, targets: Any, **options: Any) -> Iterator[PingStats]:
-        """See `AsyncClient.iter_multiping`; a plain iterator."""
+        """Like `multiping`, rows in completion order; a plain iterator (see `AsyncClient.iter_multiping`)."""
         return self._iterate(self._async.iter_multiping(targets, **options))
 
     def mtr(self, host: str, **options: Any) -> Iterator[MtrReport]:
-        """See `AsyncClient.mtr`; a plain iterator (leaving the loop stops probing)."""
+        """An `MtrReport` per cycle, as `AsyncClient.mtr`; a plain iterator (leaving it stops probing)."""
         return self._iterate(self._async.mtr(host, **options))
 
     def reverse_dns(self, addr: str) -> str | None:
+        """The reverse DNS name of ``addr``, ``None`` when there is none; see `AsyncClient.reverse_dns`."""
         return self._call(self._async.reverse_dns, addr)

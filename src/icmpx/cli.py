@@ -16,7 +16,6 @@ from typing import Any, NoReturn, TextIO
 import anyio
 
 import icmpx
-from icmpx._multiping import DEFAULT_RATE
 
 EXIT_OK = 0
 EXIT_NO_ANSWER = 1
@@ -155,9 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--rate",
         type=_non_negative_float,
-        default=DEFAULT_RATE,
+        default=icmpx.DEFAULT_SWEEP_RATE,
         metavar="PPS",
-        help=f"packets per second for the whole sweep (default {DEFAULT_RATE:g}; 0 = as fast as possible)",
+        help=f"packets per second for the whole sweep (default {icmpx.DEFAULT_SWEEP_RATE:g}; "
+        "0 = as fast as possible)",
     )
     sweep.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
     _add_family(sweep)
@@ -199,7 +199,7 @@ def _fmt_ms(value: float | None) -> str:
 # ------------------------------------------------------------------------------------------------- ping
 
 
-def _ping_json(target: str, addr: str | None, results: Sequence[icmpx.EchoResult]) -> dict[str, Any]:
+def ping_json(target: str, addr: str | None, results: Sequence[icmpx.EchoResult]) -> dict[str, Any]:
     stats = icmpx.PingStats.from_results(results, target=target)
     return {
         "target": target,
@@ -240,7 +240,7 @@ async def _ping(args: argparse.Namespace, out: TextIO, results: list[icmpx.EchoR
             if not args.json:
                 print(await _ping_line(client, args, len(results), result), file=out, flush=True)
     if args.json:
-        out.write(json.dumps(_ping_json(args.host, target.addr, results)) + "\n")
+        out.write(json.dumps(ping_json(args.host, target.addr, results)) + "\n")
     else:
         _ping_summary(args.host, results, out)
     return EXIT_OK if any(r.ok for r in results) else EXIT_NO_ANSWER
