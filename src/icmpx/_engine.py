@@ -104,25 +104,39 @@ class Abortable(Protocol):
 
 
 class Target(NamedTuple):
-    """A resolved destination: the name asked for, its address and the socket address to send to."""
+    """A resolved destination: the name asked for, its address and the socket address to send to.
+
+    `AsyncClient.resolve` returns one; pass ``target.addr`` to the operations to skip resolving again.
+    """
 
     host: str
+    """The name or literal as it was given."""
     addr: str
+    """The address, written as the kernel writes it (``inet_ntop``)."""
     v6: bool
+    """True for an IPv6 address."""
     sockaddr: tuple[Any, ...]
+    """The socket address the echo requests are sent to."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EngineStats:
-    """Counters of everything the client's sockets sent and read (a snapshot)."""
+    """Counters of everything the client's sockets sent and read (a snapshot).
+
+    Read it from `AsyncClient.stats` (or `Client.stats`). Counters start at zero when the client opens and
+    only grow; ``pending``, ``sockets`` and ``socket_kinds`` describe the moment of the snapshot.
+    """
 
     sent: int
+    """Echo requests the kernel accepted."""
     replies: int
     """Echo replies matched to a probe."""
     errors: int
     """ICMP errors (time exceeded, unreachable, …) matched to a probe."""
     timeouts: int
+    """Probes that got no answer within their timeout."""
     send_errors: int
+    """Echo requests the kernel refused to send (their results carry the error)."""
     foreign: int
     """Packets for someone else (another program's identifier, another destination)."""
     forged: int
@@ -136,12 +150,15 @@ class EngineStats:
     notices: int
     """Error notices reported through errno by the kernel (ping sockets), handled, not failures."""
     pending: int
+    """Probes in flight: sent, neither answered nor timed out."""
     sockets: int
+    """ICMP sockets open: one per family in use, and on ping sockets one more per 65,536 probes in flight."""
     socket_kinds: tuple[str, ...]
     """``"raw"`` or ``"dgram"`` for each open socket, e.g. ``("raw",)``."""
 
     @property
     def dropped(self) -> int:
+        """Packets read but not delivered: foreign, forged, late, duplicates and malformed together."""
         return self.foreign + self.forged + self.late + self.duplicates + self.malformed
 
 
@@ -476,8 +493,6 @@ class Engine:
                 calls[id(probe.sink)] = probe.sink
         for call in calls.values():
             call.abort(exc)
-        if self._pacer is not None:
-            self._pacer.close()
 
     def close_sockets(self) -> None:
         for fam in self._families.values():
@@ -903,7 +918,6 @@ class Pacer:
         self._interval = 1.0 / rate
         self._burst = max(1.0, rate * 0.1) * self._interval
         self._next = 0.0
-        self._closed = False
 
     async def wait(self) -> None:
         now = time.monotonic()
@@ -911,6 +925,3 @@ class Pacer:
         self._next = slot + self._interval
         if slot > now:
             await anyio.sleep(slot - now)
-
-    def close(self) -> None:
-        self._closed = True

@@ -136,7 +136,7 @@ async def mtr(
                     await trace.send(engine, timeout=timeout, payload_size=payload_size, checksum=checksum)
                     continue
                 # Report the oldest rounds that have finished, in cycle order.
-                if in_flight and in_flight[0].finished(all_sent=True):
+                if in_flight and in_flight[0].finished():
                     trace = in_flight.pop(0)
                     engine.discard(trace.sent)
                     new = session.absorb(trace)

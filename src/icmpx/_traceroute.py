@@ -95,11 +95,9 @@ class TraceRound:
     def wanted(self, ttl: int) -> bool:
         return self.end_ttl is None or ttl <= self.end_ttl
 
-    def finished(self, all_sent: bool) -> bool:
-        if not all_sent:
-            return False
-        last = self.end_ttl if self.end_ttl is not None else self.ttls[-1]
-        return all(self._undone[ttl] == 0 for ttl in self.ttls if ttl <= last)
+    def finished(self) -> bool:
+        """Every probe sent at or below the end of the path has answered or timed out."""
+        return all(self._undone[ttl] == 0 for ttl in self.ttls if ttl <= self.last_ttl)
 
     def check(self) -> None:
         if self.failure is not None:
@@ -142,7 +140,7 @@ async def run_round(
     trace = TraceRound(target, ttls, probes)
     try:
         await trace.send(engine, timeout=timeout, payload_size=payload_size, checksum=checksum)
-        while not trace.finished(all_sent=True):
+        while not trace.finished():
             await trace.signal.wait()
             trace.check()
     finally:
