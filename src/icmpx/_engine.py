@@ -666,6 +666,8 @@ class Engine:
                 counters.malformed += 1
         if not raw:
             self._drain_errors(channel, offset)
+        if count:
+            table.prune()
         return count
 
     def _on_packet(
