@@ -383,3 +383,21 @@ def test_first_replies_of_a_fresh_process_have_kernel_rtts() -> None:
         for _ in range(6)
     ]
     assert max(worst) < 5.0, worst
+
+
+def test_sync_client_resolves_and_reports_its_socket_kind() -> None:
+    with icmpx.Client(timeout=1) as client:
+        target = client.resolve("::1")
+        assert isinstance(target, icmpx.Target)
+        assert (target.addr, target.v6) == ("::1", True)
+        assert client.socket_kind(6) in {"raw", "dgram"}
+        assert client.stats.sockets == 1  # opened without sending anything
+        assert client.stats.sent == 0
+
+
+async def test_mtr_needs_a_positive_interval() -> None:
+    async with icmpx.AsyncClient(timeout=1) as client:
+        for interval in (0, -1):
+            with pytest.raises(ValueError, match="interval"):
+                client.mtr("127.0.0.1", interval=interval)
+        assert client.stats.sent == 0

@@ -120,6 +120,8 @@ def test_closed_ping_group_range_means_permission_error_and_exit_4(make_lab: Cal
         args=["ping", lab.target4, "-c", "1", "-n"],
     )
     assert cli.returncode == 4, (cli.stdout, cli.stderr)
+    assert cli.stdout == ""  # nothing printed before the failure
+    assert cli.stderr.startswith("icmpx needs")
     assert "setcap cap_net_raw+ep" in cli.stderr
     assert "sysctl -w net.ipv4.ping_group_range" in cli.stderr
     # The same user may ping once the range admits it.
@@ -187,13 +189,17 @@ def test_traceroute_through_random_loss(make_lab: Callable[..., Lab]) -> None:
         result = anyio.run(_trace, lab.target4)
     assert result.reached
     assert result.hops[-1].addr == lab.target4
+    # All three TTL-9 probes are lost about 1 time in 20 (0.36**3): the destination then first answers
+    # at TTL 10, which is still correct (hop 9 shows as silent). Any TTL past the routers is the target.
+    assert len(result.hops) in (9, 10)
     answered = 0
     for hop in result.hops:
+        expected = lab.hop4(min(hop.ttl, lab.n_routers + 1))
         if hop.addr is not None:
-            assert hop.addr == lab.hop4(hop.ttl)
+            assert hop.addr == expected
             answered += 1
         # Every responder recorded is the router at that TTL, and the hop's address is one of them.
-        assert set(hop.addrs) <= {lab.hop4(hop.ttl)}
+        assert set(hop.addrs) <= {expected}
     assert answered >= 7
 
 

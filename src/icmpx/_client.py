@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import socket
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
 from types import TracebackType
@@ -190,6 +191,21 @@ class AsyncClient:
                 "(or `await client.__aenter__()`)"
             )
         return self._engine
+
+    async def socket_kind(self, family: int = 4) -> str:
+        """Open the family's ICMP socket now (it is otherwise opened on first use) and say which kind it is.
+
+        Args:
+            family: 4 or 6 (or ``socket.AF_INET``/``AF_INET6``).
+
+        Returns:
+            ``"raw"`` or ``"dgram"`` (an unprivileged ping socket).
+
+        Raises:
+            RawSocketPermissionError: neither kind may be opened by this process.
+        """
+        v6 = normalize_family(family) == socket.AF_INET6
+        return self._require_engine().socket_kind(v6)
 
     async def resolve(self, host: str, *, family: int | None = None) -> Target:
         """Resolve a host name or address literal, off the event loop, as the operations do.
@@ -446,7 +462,7 @@ class AsyncClient:
         if cycles is not None:
             check_int(cycles, "cycles", 1)
         wait = self.timeout if timeout is None else check_timeout(timeout)
-        every = check_interval(interval)
+        every = check_timeout(interval, "interval")  # > 0: a cycle per interval, never a flood
         check_int(max_hops, "max_hops", 1, 255)
         size = self.payload_size if payload_size is None else check_payload(payload_size, v6=True)
         normalize_family(family)

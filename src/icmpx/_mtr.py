@@ -126,16 +126,7 @@ async def mtr(
     try:
         with engine.watch(signal):  # closing the client wakes us between cycles too
             while cycles is None or session.cycles < cycles:
-                # Start every round that is due (one at a time, in order).
-                if (
-                    cycles is None or started < cycles
-                ) and anyio.current_time() >= start + started * interval:
-                    trace = TraceRound(target, session.probe_ttls(), 1, signal)
-                    in_flight.append(trace)
-                    started += 1
-                    await trace.send(engine, timeout=timeout, payload_size=payload_size, checksum=checksum)
-                    continue
-                # Report the oldest rounds that have finished, in cycle order.
+                # Report the oldest rounds that have finished, in cycle order, before starting more.
                 if in_flight and in_flight[0].finished():
                     trace = in_flight.pop(0)
                     engine.discard(trace.sent)
@@ -143,6 +134,15 @@ async def mtr(
                     if resolver is not None and new:
                         session.names.update(await reverse_names(resolver, new))
                     yield session.report()
+                    continue
+                # Start the next round when it is due.
+                if (
+                    cycles is None or started < cycles
+                ) and anyio.current_time() >= start + started * interval:
+                    trace = TraceRound(target, session.probe_ttls(), 1, signal)
+                    in_flight.append(trace)
+                    started += 1
+                    await trace.send(engine, timeout=timeout, payload_size=payload_size, checksum=checksum)
                     continue
                 for trace in in_flight:
                     trace.check()

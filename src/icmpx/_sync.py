@@ -11,7 +11,7 @@ from typing import Any, ParamSpec, Self, TypeVar
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._client import AsyncClient
-from ._engine import EngineStats
+from ._engine import EngineStats, Target
 from ._exceptions import ClientClosedError
 from ._models import EchoResult, MtrReport, PingStats, TracerouteResult
 
@@ -152,6 +152,14 @@ class Client:
     def mtr(self, host: str, **options: Any) -> Iterator[MtrReport]:
         """An `MtrReport` per cycle, as `AsyncClient.mtr`; a plain iterator (leaving it stops probing)."""
         return self._iterate(self._async.mtr(host, **options))
+
+    def resolve(self, host: str, *, family: int | None = None) -> Target:
+        """See `AsyncClient.resolve`."""
+        return self._call(self._async.resolve, host, family=family)
+
+    def socket_kind(self, family: int = 4) -> str:
+        """See `AsyncClient.socket_kind`."""
+        return self._call(self._async.socket_kind, family)
 
     def reverse_dns(self, addr: str) -> str | None:
         """The reverse DNS name of ``addr``, ``None`` when there is none; see `AsyncClient.reverse_dns`."""

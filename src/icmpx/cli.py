@@ -230,6 +230,7 @@ def ping_json(target: str, addr: str | None, results: Sequence[icmpx.EchoResult]
 async def _ping(args: argparse.Namespace, out: TextIO, results: list[icmpx.EchoResult]) -> int:
     async with icmpx.AsyncClient(timeout=args.timeout, privileged=_privileged(args), ttl=args.ttl) as client:
         target = await client.resolve(args.host, family=args.family)
+        await client.socket_kind(6 if target.v6 else 4)  # fail on permissions before printing anything
         if not args.json:
             print(f"PING {args.host} ({target.addr}) {args.size} data bytes", file=out, flush=True)
         series = client.iter_ping(
@@ -344,6 +345,7 @@ async def _traceroute(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError(f"first hop {args.first_hop} is beyond max hops {args.max_hops}")
     async with icmpx.AsyncClient(timeout=args.timeout, privileged=_privileged(args)) as client:
         target = await client.resolve(args.host, family=args.family)
+        await client.socket_kind(6 if target.v6 else 4)  # fail on permissions before printing anything
         if not args.json:
             print(
                 f"traceroute to {args.host} ({target.addr}), {args.max_hops} hops max, 56 byte packets",
@@ -574,10 +576,19 @@ def _mtr_table(report: icmpx.MtrReport) -> Any:
     return table
 
 
-async def _mtr(args: argparse.Namespace, out: TextIO, live_view: bool) -> int:
+def _mtr_exit(last: icmpx.MtrReport | None) -> int:
+    """0 when the destination answered at least once (as mtr), else 1."""
+    if last is not None and any(h.addr == last.addr and h.received for h in last.hops):
+        return EXIT_OK
+    return EXIT_NO_ANSWER
+
+
+async def _mtr(args: argparse.Namespace, out: TextIO, live_view: bool, seen: list[icmpx.MtrReport]) -> int:
     cycles = args.cycles if args.cycles is not None else (None if live_view else 10)
     last: icmpx.MtrReport | None = None
     async with icmpx.AsyncClient(timeout=args.timeout, privileged=_privileged(args)) as client:
+        target = await client.resolve(args.host, family=args.family)
+        await client.socket_kind(6 if target.v6 else 4)  # fail on permissions before drawing anything
         reports = client.mtr(
             args.host,
             cycles=cycles,
@@ -593,6 +604,7 @@ async def _mtr(args: argparse.Namespace, out: TextIO, live_view: bool) -> int:
             with Live(console=Console(file=out), auto_refresh=False) as live:
                 try:
                     async for last in reports:
+                        seen[:] = [last]
                         live.update(_mtr_table(last), refresh=True)
                 finally:
                     await reports.aclose()
@@ -605,8 +617,7 @@ async def _mtr(args: argparse.Namespace, out: TextIO, live_view: bool) -> int:
         out.write(json.dumps(mtr_json(last)) + "\n")
     elif not live_view:
         out.write(mtr_text(last))
-    reached = any(h.addr == last.addr and h.received for h in last.hops)
-    return EXIT_OK if reached else EXIT_NO_ANSWER
+    return _mtr_exit(last)
 
 
 def _rich_available() -> bool:
@@ -619,10 +630,11 @@ def _rich_available() -> bool:
 
 def cmd_mtr(args: argparse.Namespace) -> int:
     live_view = not args.report and not args.json and sys.stdout.isatty() and _rich_available()
+    seen: list[icmpx.MtrReport] = []
     try:
-        return anyio.run(_mtr, args, sys.stdout, live_view)
+        return anyio.run(_mtr, args, sys.stdout, live_view, seen)
     except KeyboardInterrupt:
-        return EXIT_OK
+        return _mtr_exit(seen[-1] if seen else None)
 
 
 # ------------------------------------------------------------------------------------------------- main
@@ -643,7 +655,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"icmpx: {exc}", file=sys.stderr)
         return EXIT_UNRESOLVED
     except icmpx.RawSocketPermissionError as exc:
-        print(f"icmpx: {exc}", file=sys.stderr)
+        print(exc, file=sys.stderr)  # the message starts with "icmpx needs ..." and says what to run
         return EXIT_SYSTEM
     except (icmpx.IcmpxError, OSError) as exc:
         print(f"icmpx: {exc}", file=sys.stderr)
