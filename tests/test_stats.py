@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from itertools import pairwise
@@ -214,3 +215,25 @@ def test_ping_stats_from_accumulator() -> None:
     stats = PingStats.from_accumulator(target="t", addr=ADDR, sent=4, acc=acc)
     assert (stats.received, stats.loss_pct, stats.min_rtt, stats.max_rtt) == (2, 50.0, 1.0, 3.0)
     assert (stats.avg_rtt, stats.jitter) == (2.0, 2.0)
+
+
+def test_fast_row_constructor_matches_the_dataclass() -> None:
+    """PingStats._row (the sweep's positional fast path) builds the same frozen object as PingStats(...)."""
+    fast = PingStats._row("host", "127.0.0.9", 3, 2, 100 / 3, 0.1, 0.2, 0.3, 0.1, 0.05)
+    slow = PingStats(
+        target="host",
+        addr="127.0.0.9",
+        sent=3,
+        received=2,
+        loss_pct=100 / 3,
+        min_rtt=0.1,
+        avg_rtt=0.2,
+        max_rtt=0.3,
+        stdev_rtt=0.1,
+        jitter=0.05,
+    )
+    assert fast == slow
+    assert hash(fast) == hash(slow)
+    assert repr(fast) == repr(slow)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.sent = 4  # type: ignore[misc]

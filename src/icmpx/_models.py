@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from ._stats import RttAccumulator, loss_pct
 
@@ -242,6 +242,31 @@ class PingStats:
         return self.received > 0
 
     @classmethod
+    def _row(
+        cls,
+        target: str,
+        addr: str | None,
+        sent: int,
+        received: int,
+        loss_pct: float,
+        min_rtt: float | None,
+        avg_rtt: float | None,
+        max_rtt: float | None,
+        stdev_rtt: float | None,
+        jitter: float | None,
+    ) -> PingStats:
+        # A sweep builds one row per target (100,000 of them): positional, skipping the generated
+        # keyword-only __init__, about a third cheaper. Same object as PingStats(...) would make.
+        row = _new_object(cls)
+        for name, value in zip(
+            _PING_STATS_FIELDS,
+            (target, addr, sent, received, loss_pct, min_rtt, avg_rtt, max_rtt, stdev_rtt, jitter, None),
+            strict=True,
+        ):
+            _set_attribute(row, name, value)
+        return row
+
+    @classmethod
     def from_accumulator(
         cls,
         *,
@@ -288,6 +313,11 @@ class PingStats:
     @classmethod
     def unresolved(cls, target: str, error: str) -> PingStats:
         return cls(target=target, addr=None, sent=0, received=0, loss_pct=100.0, error=error)
+
+
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+_PING_STATS_FIELDS = tuple(f.name for f in fields(PingStats))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -162,19 +162,8 @@ class _Sweep:
         if self.count == 1:
             rtt = self.rtts[index]
             if rtt is None:
-                return PingStats(target=self.hosts[index], addr=addr, sent=1, received=0, loss_pct=100.0)
-            return PingStats(
-                target=self.hosts[index],
-                addr=addr,
-                sent=1,
-                received=1,
-                loss_pct=0.0,
-                min_rtt=rtt,
-                avg_rtt=rtt,
-                max_rtt=rtt,
-                stdev_rtt=0.0,
-                jitter=0.0,
-            )
+                return PingStats._row(self.hosts[index], addr, 1, 0, 100.0, None, None, None, None, None)
+            return PingStats._row(self.hosts[index], addr, 1, 1, 0.0, rtt, rtt, rtt, 0.0, 0.0)
         acc = self.accumulators[index] or RttAccumulator()
         return PingStats.from_accumulator(target=self.hosts[index], addr=addr, sent=self.count, acc=acc)
 

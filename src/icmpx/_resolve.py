@@ -51,6 +51,9 @@ def resolve_literal(host: str, family: int | None = None) -> Target | None:
     return target
 
 
+_new_target = tuple.__new__  # skips NamedTuple's Python-level __new__: this runs once per sweep target
+
+
 @functools.lru_cache(maxsize=1 << 17)
 def _literal_target(host: str) -> Target | None:
     # Cached: monitoring programs sweep the same addresses again and again.
@@ -61,12 +64,14 @@ def _literal_target(host: str) -> Target | None:
             addr = socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, host))
         except (OSError, ValueError):
             return None
-        return Target(host=host, addr=addr, v6=True, sockaddr=(addr, 0, 0, 0))
+        return _new_target(Target, (host, addr, True, (addr, 0, 0, 0)))
     try:
-        addr = socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, host))
+        socket.inet_pton(socket.AF_INET, host)
     except (OSError, ValueError):
         return None
-    return Target(host=host, addr=addr, v6=False, sockaddr=(addr, 0))
+    # inet_pton accepts only the canonical dotted quad (four decimal parts, no leading zeros), so the
+    # text is already what recvmsg will report.
+    return _new_target(Target, (host, host, False, (host, 0)))
 
 
 async def resolve(host: str, family: int | None = None) -> Target:
