@@ -280,7 +280,7 @@ def test_lab_refuses_addresses_outside_the_lab_ranges() -> None:
     # Validation happens before anything is created: no root needed.
     with (
         pytest.raises(ValueError, match="outside the lab address space"),
-        lab_chain(2, target_local4=["10.0.0.0/8"]),
+        lab_chain(2, target_local4=["192.0.2.0/24"]),
     ):
         pass
     with (

@@ -127,7 +127,7 @@ async def main():
 anyio.run(main)
 """
 
-UNKNOWN = ["no-such-host.lab.test", "999.1.1.1", "bad..name.lab.test"]
+UNKNOWN = ["no-such-host.lab.test", "198.18.300.1", "bad..name.lab.test"]  # 300: not an address
 
 
 def test_unresolvable_names_get_a_row_with_the_error(lab8: Lab) -> None:
