@@ -401,3 +401,14 @@ async def test_mtr_needs_a_positive_interval() -> None:
             with pytest.raises(ValueError, match="interval"):
                 client.mtr("127.0.0.1", interval=interval)
         assert client.stats.sent == 0
+
+
+def test_a_client_never_closed_does_not_keep_the_process_alive() -> None:
+    code = (
+        "import icmpx\n"
+        "client = icmpx.Client(timeout=1)\n"
+        "print(client.ping('127.0.0.1', count=1)[0].ok)\n"  # and exit without close()
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "True"

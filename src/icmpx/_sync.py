@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+import anyio
+from anyio.from_thread import BlockingPortal
 
 from ._client import AsyncClient
 from ._engine import EngineStats, Target
@@ -19,6 +22,40 @@ __all__ = ["Client"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+class _DaemonPortal:
+    """An event loop in a thread of its own, reached through a blocking portal.
+
+    Like anyio's ``start_blocking_portal``, except that the thread is a daemon and nothing is cleaned up
+    implicitly (no generator finaliser, no atexit hook): a `Client` the program forgets to close does not
+    keep the interpreter from exiting; the kernel closes its sockets then.
+    """
+
+    def __init__(self, backend: str) -> None:
+        ready: concurrent.futures.Future[BlockingPortal] = concurrent.futures.Future()
+
+        async def serve() -> None:
+            async with BlockingPortal() as portal:
+                ready.set_result(portal)
+                await portal.sleep_until_stopped()
+
+        def run() -> None:
+            try:
+                anyio.run(serve, backend=backend)
+            except BaseException as exc:  # the loop could not start: tell the thread waiting below
+                if not ready.done():
+                    ready.set_exception(exc)
+
+        self._thread = threading.Thread(target=run, name="icmpx-client", daemon=True)
+        self._thread.start()
+        self.portal = ready.result()
+
+    def close(self) -> None:
+        try:
+            self.portal.call(self.portal.stop)
+        finally:
+            self._thread.join()
 
 
 class Client:
@@ -44,7 +81,7 @@ class Client:
     def __init__(self, *, backend: str = "asyncio", **options: Any) -> None:
         self._async = AsyncClient(**options)
         self._backend = backend
-        self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
+        self._loop: _DaemonPortal | None = None
         self._portal: BlockingPortal | None = None
         self._client_cm: AbstractContextManager[AsyncClient] | None = None
         self._closed = False
@@ -67,14 +104,14 @@ class Client:
             raise ClientClosedError("this client was closed; create a new one")
         if self._portal is not None:
             return
-        self._portal_cm = start_blocking_portal(self._backend)
-        self._portal = self._portal_cm.__enter__()
+        self._loop = _DaemonPortal(self._backend)
+        self._portal = self._loop.portal
         try:
             self._client_cm = self._portal.wrap_async_context_manager(self._async)
             self._client_cm.__enter__()
         except BaseException:
-            self._portal_cm.__exit__(None, None, None)
-            self._portal = self._portal_cm = None
+            self._loop.close()
+            self._portal = self._loop = None
             raise
 
     def close(self) -> None:
@@ -86,9 +123,9 @@ class Client:
             if self._client_cm is not None:
                 self._client_cm.__exit__(None, None, None)
         finally:
-            if self._portal_cm is not None:
-                self._portal_cm.__exit__(None, None, None)
-            self._portal = self._portal_cm = self._client_cm = None
+            if self._loop is not None:
+                self._loop.close()
+            self._portal = self._loop = self._client_cm = None
 
     @property
     def closed(self) -> bool:
