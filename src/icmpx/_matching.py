@@ -11,7 +11,7 @@ identifier) when every identifier it has is full.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, Protocol
 
@@ -140,7 +140,9 @@ class PendingTable:
         self._deadlines: dict[int, deque[Probe]] = {}
         self._memory = memory
         # key -> signature + one byte (1 answered, 0 not): plain bytes, which the GC never has to visit.
-        self._finished: dict[int, bytes] = {}
+        # An OrderedDict, because evicting the oldest entry of a plain dict (`next(iter(d))`) scans past
+        # every slot deleted before it: ~30 us per probe once the memory is full, instead of ~1 us.
+        self._finished: OrderedDict[int, bytes] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._probes)
@@ -201,8 +203,9 @@ class PendingTable:
             self._slot_by_ident[probe.ident].in_flight -= 1
         finished = self._finished
         finished[probe.key] = probe.signature + (b"\x01" if answered else b"\x00")
+        finished.move_to_end(probe.key)  # a reused key is the newest again
         if len(finished) > self._memory:
-            del finished[next(iter(finished))]
+            finished.popitem(last=False)
 
     def recall(self, key: int, signature: bytes) -> str | None:
         """For a packet that matched no pending probe: ``"duplicate"``, ``"late"`` or ``None`` (unknown)."""

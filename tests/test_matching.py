@@ -1,0 +1,113 @@
+"""The pending table on its own: allocation, deadlines, and telling duplicates from late answers. Pure."""
+
+from __future__ import annotations
+
+import pytest
+
+from icmpx._matching import SEQ_SPACE, IdentSlot, Outcome, PendingTable, Probe
+
+
+class NullSink:
+    def deliver(self, probe: Probe, outcome: Outcome) -> None:
+        raise AssertionError("the table never delivers")
+
+    def abort(self, exc: BaseException) -> None:
+        raise AssertionError("the table never aborts")
+
+
+SINK = NullSink()
+
+
+def make_table(memory: int = 65536, first_seq: int = 0) -> tuple[PendingTable, list[int]]:
+    made: list[int] = []
+
+    def new_ident() -> IdentSlot:
+        made.append(1000 + len(made))
+        return IdentSlot(made[-1])
+
+    table = PendingTable(new_ident, memory=memory)
+    table.add_slot(IdentSlot(7, first_seq=first_seq))
+    return table, made
+
+
+def send(table: PendingTable, deadline_ns: int, timeout_ns: int = 100, signature: bytes = b"sig") -> Probe:
+    slot, seq = table.allocate()
+    probe = Probe("127.0.0.1", slot.ident, seq, 64, 56, signature, SINK)
+    probe.deadline_ns = deadline_ns
+    table.add(probe, timeout_ns)
+    return probe
+
+
+def test_sequences_are_consecutive_and_skip_those_in_flight() -> None:
+    table, _ = make_table(first_seq=SEQ_SPACE - 2)
+    probes = [send(table, 10) for _ in range(4)]
+    assert [p.seq for p in probes] == [SEQ_SPACE - 2, SEQ_SPACE - 1, 0, 1]  # wraps around
+    assert {p.key for p in probes} == {(7 << 16) | p.seq for p in probes}
+    assert len(table) == 4
+
+
+def test_a_full_identifier_moves_on_to_a_new_one() -> None:
+    table, made = make_table()
+    for _ in range(SEQ_SPACE):
+        send(table, 10)
+    assert made == []
+    extra = send(table, 10)
+    assert made == [1000]
+    assert extra.ident == 1000
+    assert table.owns(1000)
+    assert len(table) == SEQ_SPACE + 1
+
+
+def test_expiry_follows_deadlines_across_timeouts() -> None:
+    table, _ = make_table()
+    short = send(table, deadline_ns=50, timeout_ns=10)
+    long = send(table, deadline_ns=500, timeout_ns=400)
+    answered = send(table, deadline_ns=60, timeout_ns=10)
+    table.finish(answered, answered=True)
+    assert table.next_deadline() == 50
+    assert table.expire(49) == []
+    assert table.expire(100) == [short]
+    assert table.next_deadline() == 500
+    assert table.expire(1000) == [long]
+    assert table.next_deadline() is None
+    assert len(table) == 0
+
+
+def test_recall_tells_duplicate_late_and_unknown() -> None:
+    table, _ = make_table()
+    answered = send(table, 10, signature=b"abc")
+    lost = send(table, 10, signature=b"xyz")
+    table.finish(answered, answered=True)
+    assert table.expire(100) == [lost]
+    assert table.recall(answered.key, b"abc") == "duplicate"
+    assert table.recall(lost.key, b"xyz") == "late"
+    assert table.recall(answered.key, b"zzz") is None  # our key, not our payload
+    assert table.recall(12345, b"abc") is None
+
+
+def test_the_memory_of_finished_probes_is_bounded() -> None:
+    table, _ = make_table(memory=4)
+    probes = [send(table, 10, signature=bytes([i])) for i in range(10)]
+    for probe in probes:
+        table.finish(probe, answered=True)
+    assert [table.recall(p.key, p.signature) for p in probes[:6]] == [None] * 6
+    assert [table.recall(p.key, p.signature) for p in probes[6:]] == ["duplicate"] * 4
+
+
+def test_finish_is_idempotent_and_frees_the_sequence() -> None:
+    table, _ = make_table()
+    probe = send(table, 10)
+    table.finish(probe, answered=False)
+    table.finish(probe, answered=True)
+    assert len(table) == 0
+    assert table.get(probe.key) is None
+    assert table.recall(probe.key, probe.signature) == "late"
+
+
+@pytest.mark.parametrize("memory", [1, 3])
+def test_drain_empties_everything(memory: int) -> None:
+    table, _ = make_table(memory=memory)
+    probes = [send(table, 10) for _ in range(5)]
+    assert table.drain() == probes
+    assert len(table) == 0
+    assert table.next_deadline() is None
