@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 import struct
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from icmpx import MalformedPacket, MplsLabel
+from icmpx import MalformedPacket, MplsLabel, _wire
 from icmpx._wire import (
     COOKIE_SIZE,
     SIGNATURE_SIZE,
@@ -955,3 +956,18 @@ def mutated_golden(draw: st.DrawFn) -> bytes:
 @given(data=mutated_golden())
 def test_mutated_golden_only_raise_malformed(data: bytes) -> None:
     check_all_parsers(data)
+
+
+_V6_SHAPES = st.one_of(
+    st.binary(min_size=16, max_size=16),
+    st.binary(min_size=4, max_size=4).map(lambda v4: bytes(10) + b"\xff\xff" + v4),  # IPv4-mapped
+    st.binary(min_size=4, max_size=4).map(lambda v4: bytes(12) + v4),  # IPv4-compatible, ::1, ::
+    st.binary(min_size=2, max_size=2).map(lambda w: bytes(10) + w + bytes(4)),
+)
+
+
+@settings(max_examples=2000)
+@given(_V6_SHAPES)
+def test_ipv6_addresses_are_written_as_the_kernel_writes_them(raw: bytes) -> None:
+    """Quoted destinations must compare equal to the addresses recvmsg and inet_ntop give."""
+    assert _wire.format_ipv6(raw) == socket.inet_ntop(socket.AF_INET6, raw)

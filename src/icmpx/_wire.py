@@ -321,6 +321,17 @@ def format_ipv4(raw: bytes) -> str:
 
 
 def format_ipv6(raw: bytes) -> str:
+    """16 raw bytes written exactly as ``inet_ntop`` writes them (so as ``recvmsg`` reports addresses).
+
+    That differs from ``ipaddress`` in one way: an IPv4-mapped (``::ffff:a.b.c.d``) or IPv4-compatible
+    (``::a.b.c.d``) address keeps its dotted quad.
+    """
+    if len(raw) != 16:
+        raise ValueError("an IPv6 address is 16 bytes")
+    head = raw[:10]
+    if not any(head) and (raw[10:12] == b"\xff\xff" or (raw[10:12] == b"\0\0" and any(raw[12:14]))):
+        prefix = "::ffff:" if raw[10:12] == b"\xff\xff" else "::"
+        return prefix + format_ipv4(raw[12:16])
     return ipaddress.IPv6Address(raw).compressed
 
 
