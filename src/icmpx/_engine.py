@@ -630,12 +630,20 @@ class Engine:
                         rx_ns = sec * 1_000_000_000 + nsec - offset
                     elif kind == S.IP_TTL or kind == S.IPV6_HOPLIMIT:
                         reply_ttl = unpack_int(cdata)[0]
+                if not rx_ns:
+                    rx_ns = time.monotonic_ns()
                 at = start
-                if at < 0:
+                if at < 0:  # raw IPv4: the IP header comes first
+                    if len(data) < 20:
+                        counters.malformed += 1
+                        continue
                     at = (data[0] & 0x0F) * 4
                     reply_ttl = data[8]
+                if len(data) < at + 8:
+                    counters.malformed += 1
+                    continue
                 icmp_type, icmp_code, _cs, ident, seq = unpack_header(data, at)
-                if icmp_type == echo_reply and rx_ns:
+                if icmp_type == echo_reply:
                     probe = pending_get((ident << 16) | seq)
                     if (
                         probe is not None
@@ -660,7 +668,8 @@ class Engine:
                             ),
                         )
                         continue
-                self._on_packet(fam, channel, data, ancdata, addr, offset)
+                # Everything else (errors, strangers, late or forged replies) takes the careful path.
+                self._on_packet(fam, data, at, start < 0, addr, rx_ns, reply_ttl)
             except Exception:
                 # Whatever a packet holds, it never raises into the reader: it is counted and dropped.
                 counters.malformed += 1
@@ -673,38 +682,18 @@ class Engine:
     def _on_packet(
         self,
         fam: _Family,
-        channel: _Channel,
         data: bytes,
-        ancdata: list[tuple[int, int, bytes]],
+        start: int,
+        has_ip_header: bool,
         addr: Any,
-        offset: int,
+        rx_ns: int,
+        reply_ttl: int | None,
     ) -> None:
-        rx_ns = 0
-        reply_ttl: int | None = None
-        for level, kind, cdata in ancdata:
-            if kind == S.SCM_TIMESTAMPNS and level == socket.SOL_SOCKET:
-                sec, nsec = _TIMESPEC.unpack_from(cdata)
-                rx_ns = sec * 1_000_000_000 + nsec - offset
-            elif kind == S.IP_TTL or kind == S.IPV6_HOPLIMIT:
-                reply_ttl = _NATIVE_INT.unpack_from(cdata)[0]
-        if not rx_ns:
-            rx_ns = time.monotonic_ns()
+        """A packet the reader's fast path did not take; ``start`` is where its ICMP header begins (at
+        least 8 bytes are there), the receive time and reply TTL already read from the control data."""
         counters = self._counters
-        dst: bytes | None = None
-        if channel.v6 or not channel.icmp.raw:
-            start = 0
-            src = addr[0]
-        else:
-            if len(data) < 20:
-                counters.malformed += 1
-                return
-            start = (data[0] & 0x0F) * 4
-            reply_ttl = data[8]
-            src = addr[0]
-            dst = data[16:20]  # formatted only if someone builds an EchoResult from it
-        if len(data) < start + 8:
-            counters.malformed += 1
-            return
+        src = addr[0]
+        dst = data[16:20] if has_ip_header else None  # formatted only if someone builds an EchoResult
         icmp_type, icmp_code, _cs, ident, seq = ECHO_HEADER.unpack_from(data, start)
         table = fam.table
         if icmp_type == fam.echo_reply:
