@@ -23,6 +23,7 @@ if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
 from lab import Lab, lab_available, lab_chain  # noqa: E402
+from netns import inside, quiet_namespace  # noqa: E402
 
 LAB_FIXTURES = frozenset({"lab_required", "lab8", "make_lab"})
 
@@ -89,6 +90,21 @@ def pytest_make_collect_report(
 
 
 # ---------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Async tests (``pytest.mark.anyio``) run on both backends unless a module narrows this."""
+    return str(request.param)
+
+
+@pytest.fixture
+def quiet(lab_required: None) -> Iterator[str]:
+    """This thread inside a namespace where nothing answers echoes: every probe stays in flight.
+
+    (setns moves only the calling thread; the namespace goes when the test ends.)"""
+    with quiet_namespace() as name, inside(name):
+        yield name
 
 
 @pytest.fixture

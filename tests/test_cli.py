@@ -24,7 +24,8 @@ def icmpx_cli(
 
 
 @pytest.fixture
-def quiet(lab_required: None) -> Iterator[str]:
+def quiet_netns(lab_required: None) -> Iterator[str]:
+    """A namespace where nothing answers echoes, for commands run in it (this thread stays put)."""
     with quiet_namespace() as name:
         yield name
 
@@ -147,27 +148,29 @@ def test_version_and_help() -> None:
 
 
 @pytest.mark.lab
-def test_no_answer_exits_1(quiet: str) -> None:
-    proc = icmpx_cli("ping", "127.0.0.1", "-c", "2", "-i", "0.05", "-W", "0.2", "-n", "--json", netns=quiet)
+def test_no_answer_exits_1(quiet_netns: str) -> None:
+    proc = icmpx_cli(
+        "ping", "127.0.0.1", "-c", "2", "-i", "0.05", "-W", "0.2", "-n", "--json", netns=quiet_netns
+    )
     assert proc.returncode == 1, proc.stderr
     doc = json.loads(proc.stdout)
     assert [r["error"] for r in doc["results"]] == ["timeout", "timeout"]
     assert doc["stats"]["loss_pct"] == 100.0
     assert doc["stats"]["min_ms"] is None
     trace = icmpx_cli(
-        "traceroute", "127.0.0.1", "-m", "3", "-q", "1", "-W", "0.2", "-n", "--json", netns=quiet
+        "traceroute", "127.0.0.1", "-m", "3", "-q", "1", "-W", "0.2", "-n", "--json", netns=quiet_netns
     )
     assert trace.returncode == 1
     assert json.loads(trace.stdout)["reached"] is False
-    sweep = icmpx_cli("multiping", "127.0.0.1", "::1", "-W", "0.2", "--json", netns=quiet)
+    sweep = icmpx_cli("multiping", "127.0.0.1", "::1", "-W", "0.2", "--json", netns=quiet_netns)
     assert sweep.returncode == 1
     assert [h["received"] for h in json.loads(sweep.stdout)["hosts"]] == [0, 0]
 
 
 @pytest.mark.lab
-def test_in_process_quiet_namespace_helper_really_drops_echoes(quiet: str) -> None:
+def test_in_process_quiet_namespace_helper_really_drops_echoes(quiet_netns: str) -> None:
     """Guard for the other quiet-namespace tests: inside it, nothing answers; outside, loopback does."""
-    with inside(quiet), icmpx.Client(timeout=0.2) as client:
+    with inside(quiet_netns), icmpx.Client(timeout=0.2) as client:
         assert client.probe("127.0.0.1").error == "timeout"
     with icmpx.Client(timeout=0.5) as client:
         assert client.probe("127.0.0.1").error is None

@@ -10,28 +10,15 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import anyio
 import pytest
 
 import icmpx
 from icmpx import _wire
-from netns import icmp_socket_count, inside, quiet_namespace
+from netns import icmp_socket_count
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def quiet(lab_required: None) -> Iterator[str]:
-    """This thread inside a namespace where nothing answers echoes: every probe stays in flight."""
-    with quiet_namespace() as name, inside(name):
-        yield name
 
 
 def test_seed_sync_example() -> None:

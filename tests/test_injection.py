@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterator
 
 import anyio
 import pytest
 
 import icmpx
 from icmpx import _wire
-from netns import inside, quiet_namespace
 
 pytestmark = [pytest.mark.lab, pytest.mark.anyio]
 
@@ -25,12 +23,6 @@ LABELS = [(16004, 0, False, 1), (24001, 5, True, 254)]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-def quiet(lab_required: None) -> Iterator[str]:
-    with quiet_namespace() as name, inside(name):
-        yield name
 
 
 def time_exceeded_with_mpls(quote: bytes, labels: list[tuple[int, int, bool, int]]) -> bytes:

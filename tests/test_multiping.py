@@ -29,7 +29,7 @@ import pytest
 import icmpx
 from icmpx._matching import Outcome
 from icmpx._multiping import collect, stream
-from netns import icmp_socket_count, inside, quiet_namespace
+from netns import icmp_socket_count
 
 pytestmark = pytest.mark.anyio
 
@@ -48,18 +48,6 @@ JSON_ROW_KEYS = {
     "error",
 }
 RTT_FIELDS = ("min_rtt", "avg_rtt", "max_rtt", "stdev_rtt", "jitter")
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def quiet(lab_required: None) -> Iterator[str]:
-    """This thread inside a namespace where nothing answers echoes: every probe stays in flight."""
-    with quiet_namespace() as name, inside(name):
-        yield name
 
 
 def loopback(n: int, second: int = 1) -> list[str]:
