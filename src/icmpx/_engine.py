@@ -63,7 +63,6 @@ __all__ = ["Engine", "EngineStats", "Pacer", "Target"]
 _TIMESPEC = struct.Struct("@ll")
 _EXTENDED_ERR = struct.Struct("=IBBBBII")
 _NATIVE_INT = struct.Struct("@i")
-_TOKEN = struct.Struct("!I")
 _ANCILLARY = 512
 _READ_BATCH = 2048
 _SEND_YIELD_EVERY = 256
@@ -236,10 +235,6 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------ public
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def stats(self) -> EngineStats:
         c = self._counters
         channels = [ch for fam in self._families.values() for ch in fam.channels]
@@ -259,10 +254,6 @@ class Engine:
             sockets=len(channels),
             socket_kinds=tuple(ch.icmp.kind for ch in channels),
         )
-
-    def open_family(self, v6: bool) -> None:
-        """Open the family's socket now (it is otherwise opened on first use); raises on permission."""
-        self._family(v6)
 
     def socket_kind(self, v6: bool) -> str:
         return self._family(v6).channels[0].icmp.kind

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
 from ._stats import RttAccumulator, loss_pct
@@ -368,8 +367,3 @@ class MtrReport:
     """Cycles completed so far: 1 in the first report."""
     hops: list[MtrHop]
     """One `MtrHop` per TTL, lowest first."""
-
-
-def finite(values: Iterable[float]) -> list[float]:
-    """The values that are not ``inf`` (answered probes)."""
-    return [v for v in values if not math.isinf(v)]

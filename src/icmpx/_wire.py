@@ -109,7 +109,6 @@ BALANCE_OFFSET = 12
 SIGNATURE_SIZE = 12
 """Payload bytes that prove a reply is ours: the cookie and the token."""
 _PAYLOAD_HEADER = 14
-_MAX_ICMP = 65535
 
 _TOKEN = struct.Struct("!I")
 _U16 = struct.Struct("!H")
