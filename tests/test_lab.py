@@ -360,6 +360,7 @@ def test_teardown_when_setup_fails_half_way(monkeypatch: pytest.MonkeyPatch) -> 
 def test_require_lab_turns_every_skip_into_a_failure(tmp_path: Path) -> None:
     (tmp_path / "conftest.py").write_text((HERE / "conftest.py").read_text())
     (tmp_path / "lab.py").write_text((HERE / "lab.py").read_text())
+    (tmp_path / "netns.py").write_text((HERE / "netns.py").read_text())  # conftest imports it
     (tmp_path / "test_inner.py").write_text(
         textwrap.dedent(
             """
