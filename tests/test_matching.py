@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from icmpx._matching import SEQ_SPACE, IdentSlot, Outcome, PendingTable, Probe
 
@@ -85,13 +87,17 @@ def test_recall_tells_duplicate_late_and_unknown() -> None:
     assert table.recall(12345, b"abc") is None
 
 
-def test_the_memory_of_finished_probes_is_bounded() -> None:
+@pytest.mark.parametrize("finished", [3, 4, 5, 8, 10, 13])
+def test_the_memory_of_finished_probes_is_bounded(finished: int) -> None:
     table, _ = make_table(memory=4)
-    probes = [send(table, 10, signature=bytes([i])) for i in range(10)]
+    probes = [send(table, 10, signature=bytes([i])) for i in range(finished)]
     for probe in probes:
         table.finish(probe, answered=True)
-    assert [table.recall(p.key, p.signature) for p in probes[:6]] == [None] * 6
-    assert [table.recall(p.key, p.signature) for p in probes[6:]] == ["duplicate"] * 4
+    remembered = [p for p in probes if table.recall(p.key, p.signature) is not None]
+    # The last `memory` are always remembered, never more than twice that, and always the newest ones.
+    assert 4 <= len(remembered) <= 8 or len(remembered) == finished
+    assert remembered == probes[len(probes) - len(remembered) :]
+    assert {table.recall(p.key, p.signature) for p in remembered} == {"duplicate"}
 
 
 def test_finish_is_idempotent_and_frees_the_sequence() -> None:
@@ -111,3 +117,48 @@ def test_drain_empties_everything(memory: int) -> None:
     assert table.drain() == probes
     assert len(table) == 0
     assert table.next_deadline() is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    first_seq=st.integers(0, SEQ_SPACE - 1),
+    busy=st.lists(st.integers(0, 40), max_size=20),
+    want=st.integers(1, 60),
+)
+def test_allocate_run_gives_free_distinct_sequences_of_one_identifier(
+    first_seq: int, busy: list[int], want: int
+) -> None:
+    table, _ = make_table(first_seq=first_seq)
+    # Some sequences just ahead are in flight already.
+    for offset in sorted(set(busy)):
+        probe = Probe("127.0.0.1", 7, (first_seq + offset) % SEQ_SPACE, 64, 56, b"x", SINK)
+        probe.deadline_ns = 1000
+        table.add(probe, 1000)
+    in_flight = {p.key for p in table}
+    slot, seqs = table.allocate_run(want)
+    assert slot.ident == 7
+    assert len(seqs) == want
+    assert len(set(seqs)) == want
+    assert not {(7 << 16) | seq for seq in seqs} & in_flight
+    probes = [Probe("127.0.0.1", 7, seq, 64, 56, b"y", SINK) for seq in seqs]
+    for probe in probes:
+        probe.deadline_ns = 50
+    table.add_run(slot, probes, 100)
+    assert len(table) == len(in_flight) + want
+    assert all(table.get(p.key) is p for p in probes)
+    # Registered like `add`: they expire at their deadline and free their sequences.
+    expired = table.expire(50)
+    assert set(expired) == set(probes)
+    assert len(table) == len(in_flight)
+
+
+def test_allocate_run_stops_where_the_identifier_is_full() -> None:
+    table, made = make_table()
+    for seq in range(SEQ_SPACE - 3):
+        table.add(Probe("127.0.0.1", 7, seq, 64, 56, b"x", SINK), 100)
+    slot, seqs = table.allocate_run(10)
+    assert (slot.ident, len(seqs)) == (7, 3)
+    table.add_run(slot, [Probe("127.0.0.1", 7, seq, 64, 56, b"y", SINK) for seq in seqs], 100)
+    slot, seqs = table.allocate_run(10)
+    assert slot.ident == made[0]  # the next identifier
+    assert len(seqs) == 10

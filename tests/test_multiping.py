@@ -186,6 +186,17 @@ class FakeEngine:
             self._answer(target, sink, tag, None)
         return len(targets)
 
+    async def send_batch(
+        self,
+        targets: list[Any],
+        tags: list[int],
+        ttl: int,
+        payload_size: int,
+        timeout_ns: int,
+        sink: Any,
+    ) -> int:
+        return self.send_many(targets, tags, ttl, payload_size, timeout_ns, sink)
+
     paced = False
 
     async def send(

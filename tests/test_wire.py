@@ -971,3 +971,36 @@ _V6_SHAPES = st.one_of(
 def test_ipv6_addresses_are_written_as_the_kernel_writes_them(raw: bytes) -> None:
     """Quoted destinations must compare equal to the addresses recvmsg and inet_ntop give."""
     assert _wire.format_ipv6(raw) == socket.inet_ntop(socket.AF_INET6, raw)
+
+
+# ------------------------------------------------------------------------------ echo templates
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    v6=st.booleans(),
+    cookie=st.binary(min_size=8, max_size=8),
+    size=st.integers(min_value=0, max_value=300),
+    packets=st.lists(
+        st.tuples(st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF)),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_echo_template_builds_and_writes_the_general_paths_bytes(
+    v6: bool, cookie: bytes, size: int, packets: list[tuple[int, int, int]]
+) -> None:
+    template = _wire.EchoTemplate(v6=v6, cookie=cookie, size=size)
+    buffer = bytearray(template.blank)
+    for ident, seq, token in packets:
+        payload = _wire.build_payload(cookie, token, size)
+        expected = _wire.build_echo_request(v6=v6, ident=ident, seq=seq, payload=payload)
+        assert template.build(ident, seq, token, cookie) == expected
+        assert template.writable == (size >= _wire.TOKEN_OFFSET + 4)
+        if template.writable:
+            # Written over the blank packet, or over the previous packet of the same template (a reused
+            # batch slot): the same bytes, with a valid ICMPv4 checksum.
+            template.write_into(buffer, 0, ident, seq, token)
+            assert bytes(buffer) == expected
+            if not v6:
+                assert _wire.checksum(bytes(buffer)) == 0

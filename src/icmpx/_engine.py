@@ -37,7 +37,9 @@ from typing import Any, NamedTuple, Protocol
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 
+from . import _mmsg
 from . import _socket as S
 from ._exceptions import ClientClosedError, MalformedPacket
 from ._matching import TIMEOUT, IdentSlot, Outcome, PendingTable, Probe, Sink
@@ -65,8 +67,28 @@ _EXTENDED_ERR = struct.Struct("=IBBBBII")
 _NATIVE_INT = struct.Struct("@i")
 _ANCILLARY = 512
 _READ_BATCH = 2048
+_SEND_BATCH = 512  # echo requests per sendmmsg call (see Engine.send_batch)
+_ERROR_BATCH = 256  # error-queue entries per recvmmsg call
+_RECV_BATCH = 256  # packets per recvmmsg call
 _SEND_YIELD_EVERY = 256
 _NO_CMSGS: list[tuple[int, int, bytes]] = []
+_SOL_SOCKET = socket.SOL_SOCKET
+_SCM_TIMESTAMPNS = S.SCM_TIMESTAMPNS
+_SCM_TIMESTAMPING = S.SCM_TIMESTAMPING
+# An error-queue entry that carries a send time: SCM_TIMESTAMPING (cmsg header, first timespec) then
+# IP(V6)_RECVERR (cmsg header, sock_extended_err's errno and origin).
+_STAMP_HEAD = struct.Struct("@Niill")
+_STAMP_ERR = struct.Struct("@NiiIB")
+# A send-time entry of the error queue, as the kernel lays it out: SCM_TIMESTAMPING (cmsg header and the
+# software timespec, two unused ones), then IP(V6)_RECVERR (cmsg header, ee_errno, ee_origin).
+_ERROR_CONTROL = 256
+_STAMP_ENTRY = struct.Struct(f"@Niill32xNiiIB{_ERROR_CONTROL - 85}x")
+_STAMP_FIRST = (64, socket.SOL_SOCKET, S.SCM_TIMESTAMPING)
+_STAMP_ORIGIN = 9
+_STAMPED = struct.Struct(
+    f"!BB2xHH{SIGNATURE_SIZE}s"
+)  # a sent echo request: type, code, ident, seq, signature
+_new_outcome = tuple.__new__  # skips the NamedTuple's Python-level __new__ on the hot path
 _SIGNATURE_END = 8 + SIGNATURE_SIZE
 _V4_ERROR_TYPES = frozenset({3, 4, 5, 11, 12})
 _V6_ERROR_TYPES = frozenset({1, 2, 3, 4})
@@ -184,12 +206,51 @@ class _Counters:
 class _Channel:
     """One open socket and its reader."""
 
-    __slots__ = ("icmp", "sock", "v6")
+    __slots__ = ("errors", "icmp", "inbox", "sock", "stamp_at", "stamping", "v6")
 
     def __init__(self, icmp: S.IcmpSocket) -> None:
         self.icmp = icmp
         self.sock = icmp.sock
         self.v6 = icmp.v6
+        # Set once a batch asked for send times: from then on the reader reads the error queue first.
+        self.stamping = False
+        self.stamp_at = 0  # where the echo header starts in a send-time entry (after the link header)
+        self.errors: _mmsg.MessageBatch | None = None
+        self.inbox: _Inbox | None = None
+
+
+class _Inbox:
+    """A channel's `_mmsg.MessageBatch` and the layouts its fast path reads in one pass
+    (`struct.iter_unpack`): the first control message (the receive time), the echo header and signature,
+    the source address."""
+
+    __slots__ = ("_controls", "_data", "_headers", "_names", "_sources", "messages", "raw_v4")
+
+    def __init__(self, messages: _mmsg.MessageBatch, channel: _Channel) -> None:
+        self.messages = messages
+        self.raw_v4 = channel.icmp.raw and not channel.v6
+        size, bufsize = messages.control_size, messages.bufsize
+        self._controls = struct.Struct(f"@Niill{size - _STAMP_HEAD.size}x")
+        if self.raw_v4:
+            # version/IHL, TTL, then the ICMP header (checksum skipped) and signature
+            self._headers = struct.Struct(f"!B7xB11xBB2xHH{SIGNATURE_SIZE}s{bufsize - 40}x")
+        else:
+            self._headers = struct.Struct(f"!BB2xHH{SIGNATURE_SIZE}s{bufsize - 8 - SIGNATURE_SIZE}x")
+        if channel.v6:
+            self._sources = struct.Struct(f"=8x16s{_mmsg.NAME_SIZE - 24}x")
+        else:
+            self._sources = struct.Struct(f"=4x4s{_mmsg.NAME_SIZE - 8}x")
+        self._data = memoryview(messages.data)
+        self._names = memoryview(messages.names)
+
+    def controls(self, n: int) -> Iterator[tuple[int, int, int, int, int]]:
+        return self._controls.iter_unpack(memoryview(self.messages.control)[: n * self.messages.control_size])
+
+    def headers(self, n: int) -> Iterator[tuple[Any, ...]]:
+        return self._headers.iter_unpack(self._data[: n * self.messages.bufsize])
+
+    def sources(self, n: int) -> Iterator[tuple[bytes]]:
+        return self._sources.iter_unpack(self._names[: n * _mmsg.NAME_SIZE])
 
 
 class _Family:
@@ -232,6 +293,15 @@ class Engine:
         self._templates: dict[tuple[bool, int], EchoTemplate] = {}
         self._bufsize = 2048
         self._watched: set[Abortable] = set()
+        # Batches through sendmmsg with kernel send times; turned off for good if the kernel refuses.
+        self._batching = _mmsg.AVAILABLE
+        self._reading_errors = False
+        self._missing_stamps = 0  # answers whose send time never came (see _transmit)
+        self._free_batches: dict[tuple[bool, int], list[_mmsg.SendBatch]] = {}
+        self._stamp_request = S.tx_stamp_request()
+        # Batches go to the kernel one at a time, from a worker thread of their own token: the user's
+        # to_thread calls never wait for ours, nor ours for theirs.
+        self._send_thread = anyio.CapacityLimiter(1)
 
     # ------------------------------------------------------------------------------------------ public
 
@@ -322,6 +392,7 @@ class Engine:
         probe = Probe(
             target.addr, slot.ident, seq, ttl, payload_size, packet[8:_SIGNATURE_END], sink, tag, channel
         )
+        probe.packed = _packed(target)
         cmsgs = _NO_CMSGS if ttl == channel.icmp.default_ttl else [S.ttl_cmsg(fam.v6, ttl)]
         retried = False
         while True:
@@ -351,10 +422,7 @@ class Engine:
         probe.deadline_ns = deadline = probe.sent_ns + timeout_ns
         self._counters.sent += 1
         table.add(probe, timeout_ns)
-        if self._timer_scope is not None and (self._timer_wake_at is None or deadline < self._timer_wake_at):
-            # Wake the timer for an earlier deadline, once: later sends have later deadlines.
-            self._timer_wake_at = deadline
-            self._timer_scope.cancel()
+        self._wake_timer(deadline)  # once per earlier deadline: later sends have later deadlines
         return probe
 
     def send_many(
@@ -413,6 +481,7 @@ class Engine:
                     tag,
                     channel,
                 )
+                probe.packed = _packed(target)
                 probe.sent_ns = now = monotonic_ns()
                 try:
                     channel.sock.sendto(packet, target.sockaddr)
@@ -429,12 +498,179 @@ class Engine:
                 first_deadline = probe.deadline_ns
             sent += 1
         if first_deadline:
-            # The batch's earliest deadline is its first probe's: wake the timer if it sleeps past it.
-            wake_at = self._timer_wake_at
-            if self._timer_scope is not None and (wake_at is None or first_deadline < wake_at):
-                self._timer_wake_at = first_deadline
-                self._timer_scope.cancel()
+            self._wake_timer(first_deadline)  # the batch's earliest deadline is its first probe's
         return sent
+
+    async def send_batch(
+        self,
+        targets: list[Target],
+        tags: list[Any],
+        ttl: int,
+        payload_size: int,
+        timeout_ns: int,
+        sink: Sink,
+    ) -> int:
+        """Send one probe to each of the first targets (tagged by ``tags``), unpaced; returns how many were
+        dealt with (sent, or failed with their sink told): call again with the rest. The sweep's hot path.
+
+        Where it can, up to `_SEND_BATCH` requests go in one ``sendmmsg`` from a worker thread, each asking
+        the kernel for its send time: the kernel's per-packet work (for loopback the whole echo exchange)
+        runs on another core while the reader reads the replies, and RTTs are still measured from the
+        kernel's send time to its receive time. Otherwise (no sendmmsg, another TTL than the socket's, a
+        payload too short for cookie and token, a scoped address) one ``sendto`` each, through `send_many`.
+        Forget the probes with `discard_sink`.
+        """
+        if self._closed:
+            raise ClientClosedError("the client is closed")
+        prepared = self._prepare_batch(targets, tags, ttl, payload_size, timeout_ns, sink)
+        if prepared is None:
+            done = self.send_many(
+                targets[:_SEND_BATCH], tags[:_SEND_BATCH], ttl, payload_size, timeout_ns, sink
+            )
+            if done:
+                await anyio.lowlevel.checkpoint()  # let the reader drain replies between batches
+            else:
+                await anyio.sleep(0.0005)  # the kernel's send buffer is full: let it drain
+            return done
+        batch, probes, channel = prepared
+        try:
+            return await self._transmit(batch, probes, channel)
+        finally:
+            self._free_batches.setdefault((batch.v6, payload_size), []).append(batch)
+
+    def _prepare_batch(
+        self,
+        targets: list[Target],
+        tags: list[Any],
+        ttl: int,
+        payload_size: int,
+        timeout_ns: int,
+        sink: Sink,
+    ) -> tuple[_mmsg.SendBatch, list[Probe], _Channel] | None:
+        """Build and register the probes of one `send_batch` call; None when the batch path does not
+        apply to the first target."""
+        if not self._batching:
+            return None
+        v6 = targets[0].v6
+        fam = self._families.get(v6) or self._family(v6)
+        icmp = fam.channels[0].icmp
+        if not icmp.tx_stamps or ttl != icmp.default_ttl:
+            return None
+        template = self._templates.get((v6, payload_size)) or self._template(
+            v6, payload_size, fam.channels[0]
+        )
+        if not template.writable:
+            return None
+        pool = self._free_batches.get((v6, payload_size))
+        if pool:
+            batch = pool.pop()
+        else:
+            batch = _mmsg.SendBatch(_SEND_BATCH, template.blank, v6=v6, control=self._stamp_request)
+        family = socket.AF_INET6 if v6 else socket.AF_INET
+        inet_pton = socket.inet_pton
+        table = fam.table
+        slot, seqs = table.allocate_run(min(len(targets), _SEND_BATCH))
+        channel: _Channel = slot.channel
+        ident = slot.ident
+        write, put_address = template.write_into, batch.put_address
+        packets, stride, cookie = batch.packets, batch.stride, self._cookie
+        token = self._token
+        now = time.monotonic_ns()
+        deadline = now + timeout_ns
+        probes: list[Probe] = []
+        append = probes.append
+        for k, (target, tag, seq) in enumerate(zip(targets, tags, seqs, strict=False)):
+            if target.v6 is not v6:
+                break
+            try:
+                packed = inet_pton(family, target.addr)
+            except (OSError, ValueError):
+                break  # e.g. a scoped IPv6 literal: the general path sends it
+            token = (token + 1) & 0xFFFFFFFF
+            write(packets, k * stride, ident, seq, token)
+            sockaddr = target.sockaddr
+            put_address(k, packed, sockaddr[3] if len(sockaddr) > 3 else 0)
+            signature = cookie + token.to_bytes(4, "big")
+            probe = Probe(target.addr, ident, seq, ttl, payload_size, signature, sink, tag, channel)
+            probe.sent_ns = now
+            probe.deadline_ns = deadline
+            probe.stamped = True
+            probe.packed = packed
+            append(probe)
+        self._token = token
+        if not probes:
+            self._free_batches.setdefault((v6, payload_size), []).append(batch)
+            return None
+        table.add_run(slot, probes, timeout_ns)  # registered before they are sent: replies come at once
+        self._wake_timer(deadline)
+        return batch, probes, channel
+
+    async def _transmit(self, batch: _mmsg.SendBatch, probes: list[Probe], channel: _Channel) -> int:
+        """Hand a prepared batch to the kernel from a worker thread; deal with what it refuses."""
+        if not channel.stamping:
+            channel.stamping = True
+        fd = channel.sock.fileno()
+        count = len(probes)
+        start = 0
+        retried = -1
+        missing = self._missing_stamps
+        while start < count:
+            sent, err = await anyio.to_thread.run_sync(
+                batch.transmit, fd, start, count, limiter=self._send_thread
+            )
+            self._counters.sent += sent
+            start += sent
+            if self._closed:
+                raise ClientClosedError("the client is closed")
+            if start >= count or not err:
+                continue
+            probe = probes[start]
+            if err in (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS):
+                await anyio.sleep(0.0005)  # the send buffer is full: let the kernel drain it
+                continue
+            if err == errno.EINVAL and start == 0:
+                # This kernel will not stamp per packet: forget the batch's probes (none went out) and let
+                # the caller send them one at a time.
+                self._batching = False
+                for unsent in probes:
+                    self._forget(unsent)
+                return 0
+            if err in _NOTICE_ERRNOS and retried != start:
+                # Most likely an ICMP error queued for an earlier probe, reported on this send: read it,
+                # then try once more.
+                retried = start
+                self._counters.notices += 1
+                self._drain_errors(channel, time.time_ns() - time.monotonic_ns())
+                continue
+            start += 1
+            if not probe.done:
+                self._counters.send_errors += 1
+                self._forget(probe)
+                probe.sink.deliver(probe, Outcome(None, _SEND_ERRNO_NAMES.get(err, "send-failed")))
+        # Read the stamps (and whatever came back meanwhile) now, so the next batch starts from a dry socket.
+        self._drain(channel, time.time_ns() - time.monotonic_ns(), _READ_BATCH)
+        unstamped = [probe for probe in probes if probe.stamped and not probe.done]
+        if unstamped or self._missing_stamps > missing:
+            # The stamps of the packets that left are all queued by the time sendmmsg returns, before any
+            # answer: some did not come, so this path does not stamp. Those probes keep the hand-over time
+            # as their send time; from now on, one send at a time.
+            self._batching = False
+            for probe in unstamped:
+                probe.stamped = False
+        return count
+
+    def _forget(self, probe: Probe) -> None:
+        fam = self._families.get(probe.channel.v6)
+        if fam is not None:
+            fam.table.finish(probe, answered=False)
+        probe.done = True
+
+    def _wake_timer(self, deadline: int) -> None:
+        """Wake the timer if it sleeps past ``deadline``."""
+        wake_at = self._timer_wake_at
+        if self._timer_scope is not None and (wake_at is None or deadline < wake_at):
+            self._timer_wake_at = deadline
+            self._timer_scope.cancel()
 
     def _template(self, v6: bool, payload_size: int, channel: _Channel) -> EchoTemplate:
         template = EchoTemplate(v6=v6, cookie=self._cookie, size=payload_size)
@@ -578,97 +814,211 @@ class Engine:
                 offset = time.time_ns() - time.monotonic_ns()
 
     def _drain(self, channel: _Channel, offset: int, budget: int) -> int:
-        """Read up to ``budget`` packets without blocking; returns how many were read.
+        """Read up to about ``budget`` packets without blocking; returns how many were read.
 
-        The common case, an echo reply that matches a pending probe in time, is handled inline (this loop
-        is the per-packet hot path of every sweep); everything else goes through `_on_packet`.
+        Send times (error queue) first when batches asked for them, then the packets, then a ping socket's
+        error queue. ``offset`` converts the kernel's receive times (real time) to the monotonic clock.
         """
-        sock = channel.sock
-        recvmsg = sock.recvmsg
-        raw = channel.icmp.raw
         fam = self._families.get(channel.v6)
         if fam is None:
             return 0
-        table = fam.table
-        pending_get = table.get
-        finish = table.finish
+        if channel.stamping:
+            self._drain_errors(channel, offset)  # send times first: they were queued before any reply
+        if _mmsg.AVAILABLE:
+            count = self._drain_batches(fam, channel, offset, budget)
+        else:
+            count = self._drain_messages(fam, channel, offset, budget)
+        if not channel.icmp.raw:
+            self._drain_errors(channel, offset)
+        if count:
+            fam.table.prune()
+        return count
+
+    def _drain_messages(self, fam: _Family, channel: _Channel, offset: int, budget: int) -> int:
+        """`_drain` one ``recvmsg`` at a time (where ``recvmmsg`` cannot be had)."""
+        recvmsg = channel.sock.recvmsg
         counters = self._counters
-        start = -1 if raw and not channel.v6 else 0  # -1: read IHL from each packet
-        echo_reply = fam.echo_reply
-        unpack_header = ECHO_HEADER.unpack_from
-        unpack_time = _TIMESPEC.unpack_from
-        unpack_int = _NATIVE_INT.unpack_from
-        bufsize = self._bufsize
+        header_at = -1 if channel.icmp.raw and not channel.v6 else 0
         count = 0
         while count < budget:
             try:
-                data, ancdata, _flags, addr = recvmsg(bufsize, _ANCILLARY)
+                data, ancdata, _flags, addr = recvmsg(self._bufsize, _ANCILLARY)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 # A queued ICMP error reported through errno (sk_err): a notice to read the error queue.
                 counters.notices += 1
-                if not raw:
+                if not channel.icmp.raw:
                     self._drain_errors(channel, offset)
                 continue
             count += 1
-            try:
-                rx_ns = 0
-                reply_ttl = None
-                for level, kind, cdata in ancdata:
-                    if kind == S.SCM_TIMESTAMPNS and level == socket.SOL_SOCKET:
-                        sec, nsec = unpack_time(cdata)
-                        rx_ns = sec * 1_000_000_000 + nsec - offset
-                    elif kind == S.IP_TTL or kind == S.IPV6_HOPLIMIT:
-                        reply_ttl = unpack_int(cdata)[0]
-                if not rx_ns:
-                    rx_ns = time.monotonic_ns()
-                at = start
-                if at < 0:  # raw IPv4: the IP header comes first
-                    if len(data) < 20:
-                        counters.malformed += 1
-                        continue
-                    at = (data[0] & 0x0F) * 4
-                    reply_ttl = data[8]
-                if len(data) < at + 8:
-                    counters.malformed += 1
-                    continue
-                icmp_type, icmp_code, _cs, ident, seq = unpack_header(data, at)
-                if icmp_type == echo_reply:
-                    probe = pending_get((ident << 16) | seq)
-                    if (
-                        probe is not None
-                        and rx_ns <= probe.deadline_ns
-                        and data[at + 8 : at + _SIGNATURE_END] == probe.signature
-                        and addr[0] == probe.addr
-                    ):
-                        finish(probe, answered=True)
-                        counters.replies += 1
-                        rtt_ns = rx_ns - probe.sent_ns
-                        probe.sink.deliver(
-                            probe,
-                            Outcome(
-                                rtt_ns / 1e6 if rtt_ns > 0 else 0.0,
-                                None,
-                                addr[0],
-                                data[16:20] if start < 0 else None,
-                                reply_ttl,
-                                icmp_type,
-                                icmp_code,
-                                len(data) - at,
-                            ),
-                        )
-                        continue
-                # Everything else (errors, strangers, late or forged replies) takes the careful path.
-                self._on_packet(fam, data, at, start < 0, addr, rx_ns, reply_ttl)
-            except Exception:
-                # Whatever a packet holds, it never raises into the reader: it is counted and dropped.
-                counters.malformed += 1
-        if not raw:
-            self._drain_errors(channel, offset)
-        if count:
-            table.prune()
+            self._on_message(fam, data, ancdata, addr, offset, header_at)
         return count
+
+    def _drain_batches(self, fam: _Family, channel: _Channel, offset: int, budget: int) -> int:
+        """`_drain` through ``recvmmsg``, many packets per system call.
+
+        The common case, an echo reply that matches a pending probe in time, is handled inline: the
+        per-packet hot path of every sweep. Everything else goes through `_on_message`.
+        """
+        batch = channel.inbox
+        if batch is None or batch.messages.bufsize < self._bufsize:
+            batch = channel.inbox = _Inbox(_mmsg.MessageBatch(_RECV_BATCH, self._bufsize, 128), channel)
+        messages = batch.messages
+        fd = channel.sock.fileno()
+        table = fam.table
+        pending_get = table.get
+        finish = table.finish
+        counters = self._counters
+        raw_v4 = batch.raw_v4
+        header_at = -1 if raw_v4 else 0
+        echo_reply = fam.echo_reply
+        monotonic_ns = time.monotonic_ns
+        ntop = socket.inet_ntop
+        family = socket.AF_INET6 if channel.v6 else socket.AF_INET
+        signature_end = 20 + SIGNATURE_SIZE if raw_v4 else SIGNATURE_SIZE
+        last_sink: Any = None
+        deliver_rtt: Any = None
+        count = 0
+        while count < budget:
+            try:
+                n = messages.receive(fd)
+            except OSError:
+                # A queued ICMP error reported through errno (sk_err): a notice to read the error queue.
+                counters.notices += 1
+                if not channel.icmp.raw:
+                    self._drain_errors(channel, offset)
+                continue
+            if not n:
+                break
+            count += n
+            for k, ((_cl, _fl, length), (_cn, level, kind, sec, nsec), fields, (src,)) in enumerate(
+                zip(messages.tails(n), batch.controls(n), batch.headers(n), batch.sources(n), strict=False)
+            ):
+                try:
+                    if (
+                        level == _SOL_SOCKET
+                        and (kind == _SCM_TIMESTAMPING or kind == _SCM_TIMESTAMPNS)  # noqa: SIM109 (hot)
+                        and sec
+                    ):
+                        rx_ns = sec * 1_000_000_000 + nsec - offset
+                    else:
+                        rx_ns = monotonic_ns()
+                    if raw_v4:
+                        version_ihl, reply_ttl, icmp_type, icmp_code, ident, seq, signature = fields
+                        fast = version_ihl == 0x45
+                    else:
+                        icmp_type, icmp_code, ident, seq, signature = fields
+                        fast = True
+                        reply_ttl = None
+                    if fast and icmp_type == echo_reply and length >= signature_end:
+                        probe = pending_get((ident << 16) | seq)
+                        if (
+                            probe is not None
+                            and rx_ns <= probe.deadline_ns
+                            and signature == probe.signature
+                            and src == probe.packed
+                        ):
+                            if probe.stamped:
+                                # Its send time was queued before this reply (sendmmsg raced this read).
+                                self._drain_errors(channel, offset)
+                                if probe.done:
+                                    continue
+                                if probe.stamped:
+                                    self._missing_stamps += 1
+                                    probe.stamped = False
+                            finish(probe, True)
+                            counters.replies += 1
+                            rtt_ns = rx_ns - probe.sent_ns
+                            rtt_ms = rtt_ns / 1e6 if rtt_ns > 0 else 0.0
+                            sink = probe.sink
+                            if sink is not last_sink:
+                                last_sink, deliver_rtt = sink, getattr(sink, "deliver_rtt", None)
+                            if deliver_rtt is not None:
+                                deliver_rtt(probe, rtt_ms)
+                            elif raw_v4:
+                                at = k * messages.bufsize
+                                outcome = _new_outcome(
+                                    Outcome,
+                                    (
+                                        rtt_ms,
+                                        None,
+                                        ntop(family, src),
+                                        bytes(messages.data[at + 16 : at + 20]),
+                                        reply_ttl,
+                                        icmp_type,
+                                        icmp_code,
+                                        length - 20,
+                                        (),
+                                    ),
+                                )
+                                sink.deliver(probe, outcome)
+                            else:
+                                # Ping sockets and IPv6: the reply TTL is in the control data.
+                                self._complete_from(fam, probe, messages, k, rx_ns, rtt_ms)
+                            continue
+                    # Everything else (errors, strangers, late or forged replies) takes the careful path.
+                    data, ancdata, _flags, addr = messages.message(k)
+                    self._on_message(fam, data, ancdata, addr, offset, header_at)
+                except Exception:
+                    # Whatever a packet holds, it never raises into the reader: it is counted and dropped.
+                    counters.malformed += 1
+            if n < messages.capacity:
+                break
+        return count
+
+    def _complete_from(
+        self, fam: _Family, probe: Probe, messages: _mmsg.MessageBatch, k: int, rx_ns: int, rtt_ms: float
+    ) -> None:
+        """Deliver a matched echo reply (already taken from the table) with everything in its Outcome."""
+        data, ancdata, _flags, addr = messages.message(k)
+        reply_ttl = None
+        for _level, kind, cdata in ancdata:
+            if kind == S.IP_TTL or kind == S.IPV6_HOPLIMIT:
+                reply_ttl = _NATIVE_INT.unpack_from(cdata)[0]
+        src = addr[0] if addr else probe.addr
+        icmp_type, icmp_code = data[0], data[1]
+        probe.sink.deliver(
+            probe, Outcome(rtt_ms, None, src, None, reply_ttl, icmp_type, icmp_code, len(data))
+        )
+
+    def _on_message(
+        self,
+        fam: _Family,
+        data: bytes,
+        ancdata: list[tuple[int, int, bytes]],
+        addr: Any,
+        offset: int,
+        header_at: int,
+    ) -> None:
+        """One packet as ``recvmsg`` returns it; ``header_at`` -1 means an IPv4 header comes first."""
+        counters = self._counters
+        try:
+            rx_ns = 0
+            reply_ttl = None
+            for level, kind, cdata in ancdata:
+                if level == _SOL_SOCKET and kind in (_SCM_TIMESTAMPING, _SCM_TIMESTAMPNS):
+                    sec, nsec = _TIMESPEC.unpack_from(cdata)  # SO_TIMESTAMPING: the first (software) one
+                    if sec:
+                        rx_ns = sec * 1_000_000_000 + nsec - offset
+                elif kind == S.IP_TTL or kind == S.IPV6_HOPLIMIT:
+                    reply_ttl = _NATIVE_INT.unpack_from(cdata)[0]
+            if not rx_ns:
+                rx_ns = time.monotonic_ns()
+            at = header_at
+            if at < 0:  # raw IPv4: the IP header comes first
+                if len(data) < 20:
+                    counters.malformed += 1
+                    return
+                at = (data[0] & 0x0F) * 4
+                reply_ttl = data[8]
+            if len(data) < at + 8:
+                counters.malformed += 1
+                return
+            self._on_packet(fam, data, at, header_at < 0, addr, rx_ns, reply_ttl)
+        except Exception:
+            # Whatever a packet holds, it never raises into the reader: it is counted and dropped.
+            counters.malformed += 1
 
     def _on_packet(
         self,
@@ -765,10 +1115,82 @@ class Engine:
         )
 
     def _drain_errors(self, channel: _Channel, offset: int) -> None:
-        """Read a ping socket's error queue: ICMP errors about our probes, the router as offender."""
+        """Read the socket's error queue: kernel send times of batch-sent probes and, on ping sockets, ICMP
+        errors about our probes (the router as offender)."""
         fam = self._families.get(channel.v6)
-        if fam is None:
+        if fam is None or self._reading_errors:
             return
+        self._reading_errors = True  # a stamp must not trigger a nested read into the same buffers
+        try:
+            if _mmsg.AVAILABLE:
+                self._drain_error_batches(fam, channel, offset)
+            else:
+                self._drain_error_messages(fam, channel, offset)
+        finally:
+            self._reading_errors = False
+
+    def _drain_error_batches(self, fam: _Family, channel: _Channel, offset: int) -> None:
+        batch = channel.errors
+        if batch is None or batch.bufsize < self._bufsize:
+            capacity = _ERROR_BATCH if self._bufsize <= 4096 else 16
+            batch = channel.errors = _mmsg.MessageBatch(capacity, self._bufsize, _ERROR_CONTROL)
+        fd = channel.sock.fileno()
+        counters = self._counters
+        data, bufsize = batch.data, batch.bufsize
+        controls = memoryview(batch.control)
+        pending_get = fam.table.get
+        unpack_stamped = _STAMPED.unpack_from
+        while True:
+            try:
+                n = batch.receive(fd, errors=True)
+            except OSError:
+                counters.notices += 1
+                return
+            stamps = _STAMP_ENTRY.iter_unpack(controls[: n * _ERROR_CONTROL])
+            entries = zip(batch.tails(n), stamps, strict=False)
+            for k, ((_controllen, _flags, length), entry) in enumerate(entries):
+                try:
+                    if entry[_STAMP_ORIGIN] == S.SO_EE_ORIGIN_TIMESTAMPING and entry[:3] == _STAMP_FIRST:
+                        # A send time (SCM_TIMESTAMPING, then the extended error); the data is the packet
+                        # as it left, link header first: its echo header sits where the last one did.
+                        base = k * bufsize
+                        at = base + channel.stamp_at
+                        if at + _STAMPED.size <= base + length:
+                            _type, _code, ident, seq, signature = unpack_stamped(data, at)
+                            probe = pending_get((ident << 16) | seq)
+                            if probe is not None and signature == probe.signature:
+                                if probe.stamped:
+                                    probe.sent_ns = entry[3] * 1_000_000_000 + entry[4] - offset
+                                    probe.stamped = False
+                                continue
+                        stamp = entry[3] * 1_000_000_000 + entry[4] - offset
+                        self._on_stamp(fam, channel, data, base, base + length, stamp)
+                        continue
+                    message, ancdata, _flags, addr = batch.message(k)
+                    self._on_queued_error(fam, channel, message, ancdata, addr, offset)
+                except Exception:
+                    counters.malformed += 1
+            if n < batch.capacity:
+                return
+
+    def _on_stamp(
+        self, fam: _Family, channel: _Channel, data: bytes | bytearray, start: int, end: int, stamp_ns: int
+    ) -> None:
+        """A kernel send time: ``data[start:end]`` is the packet as it left (link header first), ``stamp_ns``
+        its time on the monotonic clock. It replaces the batch's hand-over time as the probe's send time."""
+        at = data.find(self._cookie, start, end)  # the payload; the echo header is just before it
+        if at < start + 8 or at + SIGNATURE_SIZE > end:
+            return
+        icmp_type, _code, _cs, ident, seq = ECHO_HEADER.unpack_from(data, at - 8)
+        if icmp_type != fam.echo_request:
+            return
+        channel.stamp_at = at - 8 - start  # where the next stamps' echo headers will be
+        probe = fam.table.get((ident << 16) | seq)
+        if probe is not None and probe.stamped and data[at : at + SIGNATURE_SIZE] == probe.signature:
+            probe.sent_ns = stamp_ns
+            probe.stamped = False
+
+    def _drain_error_messages(self, fam: _Family, channel: _Channel, offset: int) -> None:
         sock = channel.sock
         while True:
             try:
@@ -779,13 +1201,14 @@ class Engine:
                 self._counters.notices += 1
                 return
             try:
-                self._on_queued_error(fam, data, ancdata, addr, offset)
+                self._on_queued_error(fam, channel, data, ancdata, addr, offset)
             except Exception:
                 self._counters.malformed += 1
 
     def _on_queued_error(
         self,
         fam: _Family,
+        channel: _Channel,
         data: bytes,
         ancdata: list[tuple[int, int, bytes]],
         addr: Any,
@@ -795,9 +1218,10 @@ class Engine:
         rx_ns = 0
         extended: bytes | None = None
         for level, kind, cdata in ancdata:
-            if kind == S.SCM_TIMESTAMPNS and level == socket.SOL_SOCKET:
+            if level == _SOL_SOCKET and kind in (_SCM_TIMESTAMPING, _SCM_TIMESTAMPNS):
                 sec, nsec = _TIMESPEC.unpack_from(cdata)
-                rx_ns = sec * 1_000_000_000 + nsec - offset
+                if sec:
+                    rx_ns = sec * 1_000_000_000 + nsec - offset
             elif (level, kind) in (
                 (socket.IPPROTO_IP, S.IP_RECVERR),
                 (socket.IPPROTO_IPV6, S.IPV6_RECVERR),
@@ -809,6 +1233,10 @@ class Engine:
             counters.malformed += 1
             return
         _ee_errno, origin, ee_type, ee_code, _pad, _info, _data = _EXTENDED_ERR.unpack_from(extended)
+        if origin == S.SO_EE_ORIGIN_TIMESTAMPING:
+            if rx_ns:
+                self._on_stamp(fam, channel, data, 0, len(data), rx_ns)
+            return
         if origin not in (S.SO_EE_ORIGIN_ICMP, S.SO_EE_ORIGIN_ICMP6):
             counters.notices += 1  # a local error (e.g. message too long): no router involved
             return
@@ -847,6 +1275,15 @@ class Engine:
         mpls: tuple[MplsLabel, ...] = (),
     ) -> None:
         """Deliver a matched answer, its RTT taken from the kernel's receive time."""
+        if probe.stamped:
+            # Read its send time first (queued before this answer), unless that is what we are doing.
+            if not self._reading_errors:
+                self._drain_errors(probe.channel, time.time_ns() - time.monotonic_ns())
+                if probe.done:
+                    return
+            if probe.stamped:
+                self._missing_stamps += 1
+                probe.stamped = False
         if rx_ns > probe.deadline_ns:
             # Arrived after its deadline (the timer had not run yet): a timeout, as the caller asked.
             table.finish(probe, answered=False)
@@ -871,6 +1308,22 @@ class Engine:
             self._counters.late += 1
         else:
             self._counters.forged += 1
+
+
+def _packed(target: Target) -> bytes | None:
+    """The target's address as ``inet_pton`` writes it; None for a scoped literal."""
+    try:
+        return socket.inet_pton(socket.AF_INET6 if target.v6 else socket.AF_INET, target.addr)
+    except (OSError, ValueError):
+        return None
+
+
+def _align(length: int) -> int:
+    """CMSG_ALIGN: where the next control message starts."""
+    return (length + _CMSG_ALIGNMENT - 1) & ~(_CMSG_ALIGNMENT - 1)
+
+
+_CMSG_ALIGNMENT = struct.calcsize("@N")
 
 
 def _offender(sockaddr: bytes) -> str | None:

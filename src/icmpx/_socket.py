@@ -33,6 +33,13 @@ IPV6_HOPLIMIT = 52
 IPV6_UNICAST_HOPS = 16
 SO_TIMESTAMPNS = 35
 SCM_TIMESTAMPNS = SO_TIMESTAMPNS
+SO_TIMESTAMPING = 37
+SCM_TIMESTAMPING = SO_TIMESTAMPING
+# SO_TIMESTAMPING flags (linux/net_tstamp.h): what to stamp, and what to report.
+SOF_TIMESTAMPING_RX_SOFTWARE = 1 << 3
+SOF_TIMESTAMPING_SOFTWARE = 1 << 4
+SOF_TIMESTAMPING_TX_SCHED = 1 << 8
+SO_EE_ORIGIN_TIMESTAMPING = 4
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
 MSG_ERRQUEUE = 0x2000
@@ -56,6 +63,9 @@ class IcmpSocket:
     ident: int | None
     """The kernel-assigned identifier of a ping socket; ``None`` on raw sockets (we choose)."""
     default_ttl: int
+    tx_stamps: bool = False
+    """Receive times come from ``SO_TIMESTAMPING``, which also reports the send times of packets that ask
+    for one (`tx_stamp_request`) on the error queue. False: ``SO_TIMESTAMPNS``, receive times only."""
 
     @property
     def kind(self) -> str:
@@ -110,7 +120,7 @@ def _configure(sock: socket.socket, *, v6: bool, raw: bool, source: str | None, 
     try:
         sock.setblocking(False)
         _set_buffers(sock)
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        tx_stamps = _set_timestamps(sock)
         if v6:
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_UNICAST_HOPS, ttl)
@@ -132,7 +142,30 @@ def _configure(sock: socket.socket, *, v6: bool, raw: bool, source: str | None, 
         raise SocketError(exc.errno, f"cannot configure the ICMP socket: {exc.strerror}") from exc
     ident = None if raw else sock.getsockname()[1]
     wait_for_receive_timestamps()
-    return IcmpSocket(sock=sock, v6=v6, raw=raw, ident=ident, default_ttl=ttl)
+    return IcmpSocket(sock=sock, v6=v6, raw=raw, ident=ident, default_ttl=ttl, tx_stamps=tx_stamps)
+
+
+def _set_timestamps(sock: socket.socket) -> bool:
+    """Kernel receive timestamps on every packet; with ``SO_TIMESTAMPING`` where the kernel has it, so that
+    a packet sent with `tx_stamp_request` also gets its send time (taken as it enters the device's queue)
+    on the error queue. Returns whether that worked."""
+    try:
+        sock.setsockopt(
+            socket.SOL_SOCKET,
+            SO_TIMESTAMPING,
+            SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE,
+        )
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        return False
+    return True
+
+
+def tx_stamp_request() -> bytes:
+    """The control message (raw ``cmsghdr`` bytes) that asks the kernel for one packet's send time."""
+    header = struct.Struct("@NiiI")  # cmsg_len, cmsg_level, cmsg_type, the u32 flags
+    body = header.pack(socket.CMSG_LEN(4), socket.SOL_SOCKET, SO_TIMESTAMPING, SOF_TIMESTAMPING_TX_SCHED)
+    return body.ljust(socket.CMSG_SPACE(4), b"\0")
 
 
 _timestamps_ready = False

@@ -111,6 +111,8 @@ SIGNATURE_SIZE = 12
 _PAYLOAD_HEADER = 14
 
 _TOKEN = struct.Struct("!I")
+# checksum, identifier, sequence, cookie, token: bytes 2..20 of an echo request (see EchoTemplate.write_into)
+_CHECKSUM_TO_TOKEN = struct.Struct(f"!HHH{TOKEN_OFFSET}sI")
 _U16 = struct.Struct("!H")
 _IPV4 = struct.Struct("!BBHHHBBH4s4s")
 _IPV6 = struct.Struct("!IHBB16s16s")
@@ -242,7 +244,7 @@ class EchoTemplate:
     (type, code, cookie, padding) is summed once, and each packet adds only its identifier, sequence and
     token. Produces exactly the bytes of `build_payload` + `build_echo_request`."""
 
-    __slots__ = ("_base", "_head", "_tail", "_v6", "size")
+    __slots__ = ("_base", "_head", "_tail", "_type", "_v6", "blank", "size")
 
     def __init__(self, *, v6: bool, cookie: bytes, size: int) -> None:
         self._v6 = v6
@@ -251,7 +253,10 @@ class EchoTemplate:
         self._head = payload[:TOKEN_OFFSET] if size >= TOKEN_OFFSET + 4 else b""
         self._tail = payload[TOKEN_OFFSET + 4 :] if size >= TOKEN_OFFSET + 4 else b""
         icmp_type = ICMP6_ECHO_REQUEST if v6 else ICMP4_ECHO_REQUEST
+        self._type = icmp_type
         self._base = _ones_sum(ECHO_HEADER.pack(icmp_type, 0, 0, 0, 0) + payload)
+        self.blank = ECHO_HEADER.pack(icmp_type, 0, 0, 0, 0) + payload
+        """The packet with identifier, sequence, token and checksum zero: what `write_into` starts from."""
 
     def build(self, ident: int, seq: int, token: int, cookie: bytes) -> bytes:
         """The echo request; ``cookie`` must be the one the template was made with."""
@@ -266,10 +271,27 @@ class EchoTemplate:
             total = (total & 0xFFFF) + (total >> 16)
             total = (total & 0xFFFF) + (total >> 16)
             cs = ~total & 0xFFFF
-        icmp_type = ICMP6_ECHO_REQUEST if self._v6 else ICMP4_ECHO_REQUEST
         return b"".join(
-            (ECHO_HEADER.pack(icmp_type, 0, cs, ident, seq), self._head, _TOKEN.pack(token), self._tail)
+            (ECHO_HEADER.pack(self._type, 0, cs, ident, seq), self._head, _TOKEN.pack(token), self._tail)
         )
+
+    @property
+    def writable(self) -> bool:
+        """True when the payload holds cookie and token, so `write_into` can be used."""
+        return bool(self._head)
+
+    def write_into(self, buffer: bytearray, offset: int, ident: int, seq: int, token: int) -> None:
+        """Write the echo request `build` would return into ``buffer`` at ``offset``, where `blank` (or an
+        earlier packet of this template) already lies: only checksum, identifier, sequence and token
+        change. The batch path of sweeps; requires `writable`."""
+        if self._v6:
+            cs = 0
+        else:
+            total = self._base + ident + seq + (token >> 16) + (token & 0xFFFF)
+            total = (total & 0xFFFF) + (total >> 16)
+            total = (total & 0xFFFF) + (total >> 16)
+            cs = ~total & 0xFFFF
+        _CHECKSUM_TO_TOKEN.pack_into(buffer, offset + 2, cs, ident, seq, self._head, token)
 
 
 def build_echo_request(*, v6: bool, ident: int, seq: int, payload: bytes) -> bytes:
