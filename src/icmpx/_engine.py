@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import random
 import socket
@@ -79,15 +80,20 @@ _SCM_TIMESTAMPING = S.SCM_TIMESTAMPING
 # IP(V6)_RECVERR (cmsg header, sock_extended_err's errno and origin).
 _STAMP_HEAD = struct.Struct("@Niill")
 _STAMP_ERR = struct.Struct("@NiiIB")
-# A send-time entry of the error queue, as the kernel lays it out: SCM_TIMESTAMPING (cmsg header and the
-# software timespec, two unused ones), then IP(V6)_RECVERR (cmsg header, ee_errno, ee_origin).
+# A send-time entry of the error queue, as the kernel lays it out: SCM_TIMESTAMPING (cmsg length, level,
+# type, the software timespec, two unused ones), then IP(V6)_RECVERR whose ee_origin is read (at 84).
 _ERROR_CONTROL = 256
-_STAMP_ENTRY = struct.Struct(f"@Niill32xNiiIB{_ERROR_CONTROL - 85}x")
-_STAMP_FIRST = (64, socket.SOL_SOCKET, S.SCM_TIMESTAMPING)
-_STAMP_ORIGIN = 9
-_STAMPED = struct.Struct(
-    f"!BB2xHH{SIGNATURE_SIZE}s"
-)  # a sent echo request: type, code, ident, seq, signature
+_STAMP_ENTRY = struct.Struct(f"@Niill52xB{_ERROR_CONTROL - 85}x")
+_ORIGIN_STAMP = S.SO_EE_ORIGIN_TIMESTAMPING
+_STAMPED_SIZE = 8 + SIGNATURE_SIZE  # a sent echo request: header and signature
+
+
+@functools.lru_cache(maxsize=16)
+def _stamped_layout(at: int, bufsize: int) -> struct.Struct:
+    """Identifier, sequence and signature of the echo request at ``at`` in each ``bufsize`` slot."""
+    return struct.Struct(f"!{at + 4}xHH{SIGNATURE_SIZE}s{bufsize - at - _STAMPED_SIZE}x")
+
+
 _new_outcome = tuple.__new__  # skips the NamedTuple's Python-level __new__ on the hot path
 _SIGNATURE_END = 8 + SIGNATURE_SIZE
 _V4_ERROR_TYPES = frozenset({3, 4, 5, 11, 12})
@@ -572,35 +578,37 @@ class Engine:
         slot, seqs = table.allocate_run(min(len(targets), _SEND_BATCH))
         channel: _Channel = slot.channel
         ident = slot.ident
-        write, put_address = template.write_into, batch.put_address
-        packets, stride, cookie = batch.packets, batch.stride, self._cookie
-        token = self._token
         now = time.monotonic_ns()
         deadline = now + timeout_ns
         probes: list[Probe] = []
         append = probes.append
-        for k, (target, tag, seq) in enumerate(zip(targets, tags, seqs, strict=False)):
+        addresses: list[bytes] = []
+        scopes: list[int] = []
+        for target, tag, seq in zip(targets, tags, seqs, strict=False):
             if target.v6 is not v6:
                 break
             try:
                 packed = inet_pton(family, target.addr)
             except (OSError, ValueError):
                 break  # e.g. a scoped IPv6 literal: the general path sends it
-            token = (token + 1) & 0xFFFFFFFF
-            write(packets, k * stride, ident, seq, token)
-            sockaddr = target.sockaddr
-            put_address(k, packed, sockaddr[3] if len(sockaddr) > 3 else 0)
-            signature = cookie + token.to_bytes(4, "big")
-            probe = Probe(target.addr, ident, seq, ttl, payload_size, signature, sink, tag, channel)
+            probe = Probe(target.addr, ident, seq, ttl, payload_size, b"", sink, tag, channel)
             probe.sent_ns = now
             probe.deadline_ns = deadline
             probe.stamped = True
             probe.packed = packed
             append(probe)
-        self._token = token
+            addresses.append(packed)
+            if v6:
+                sockaddr = target.sockaddr
+                scopes.append(sockaddr[3] if len(sockaddr) > 3 else 0)
         if not probes:
             self._free_batches.setdefault((v6, payload_size), []).append(batch)
             return None
+        signatures = template.write_run(batch.packets, batch.stride, ident, seqs[: len(probes)], self._token)
+        self._token = (self._token + len(probes)) & 0xFFFFFFFF
+        for probe, signature in zip(probes, signatures, strict=True):
+            probe.signature = signature
+        batch.put_addresses(addresses, scopes if v6 else None)
         table.add_run(slot, probes, timeout_ns)  # registered before they are sent: replies come at once
         self._wake_timer(deadline)
         return batch, probes, channel
@@ -868,7 +876,7 @@ class Engine:
         fd = channel.sock.fileno()
         table = fam.table
         pending_get = table.get
-        finish = table.finish
+        finish_answered = table.finish_answered
         counters = self._counters
         raw_v4 = batch.raw_v4
         header_at = -1 if raw_v4 else 0
@@ -879,6 +887,9 @@ class Engine:
         signature_end = 20 + SIGNATURE_SIZE if raw_v4 else SIGNATURE_SIZE
         last_sink: Any = None
         deliver_rtt: Any = None
+        # Answered probes are marked done at once and leave the table after each read (in one call).
+        answered: list[Probe] = []
+        answer = answered.append
         count = 0
         while count < budget:
             try:
@@ -915,6 +926,7 @@ class Engine:
                         probe = pending_get((ident << 16) | seq)
                         if (
                             probe is not None
+                            and not probe.done
                             and rx_ns <= probe.deadline_ns
                             and signature == probe.signature
                             and src == probe.packed
@@ -927,8 +939,8 @@ class Engine:
                                 if probe.stamped:
                                     self._missing_stamps += 1
                                     probe.stamped = False
-                            finish(probe, True)
-                            counters.replies += 1
+                            probe.done = True
+                            answer(probe)
                             rtt_ns = rx_ns - probe.sent_ns
                             rtt_ms = rtt_ns / 1e6 if rtt_ns > 0 else 0.0
                             sink = probe.sink
@@ -957,12 +969,21 @@ class Engine:
                                 # Ping sockets and IPv6: the reply TTL is in the control data.
                                 self._complete_from(fam, probe, messages, k, rx_ns, rtt_ms)
                             continue
-                    # Everything else (errors, strangers, late or forged replies) takes the careful path.
+                    # Everything else (errors, strangers, late or forged replies) takes the careful path,
+                    # which must find the table up to date.
+                    if answered:
+                        counters.replies += len(answered)
+                        finish_answered(answered)
+                        answered.clear()
                     data, ancdata, _flags, addr = messages.message(k)
                     self._on_message(fam, data, ancdata, addr, offset, header_at)
                 except Exception:
                     # Whatever a packet holds, it never raises into the reader: it is counted and dropped.
                     counters.malformed += 1
+            if answered:
+                counters.replies += len(answered)
+                finish_answered(answered)
+                answered.clear()
             if n < messages.capacity:
                 break
         return count
@@ -1137,33 +1158,40 @@ class Engine:
         fd = channel.sock.fileno()
         counters = self._counters
         data, bufsize = batch.data, batch.bufsize
-        controls = memoryview(batch.control)
+        controls, packets = memoryview(batch.control), memoryview(batch.data)
         pending_get = fam.table.get
-        unpack_stamped = _STAMPED.unpack_from
         while True:
             try:
                 n = batch.receive(fd, errors=True)
             except OSError:
                 counters.notices += 1
                 return
-            stamps = _STAMP_ENTRY.iter_unpack(controls[: n * _ERROR_CONTROL])
-            entries = zip(batch.tails(n), stamps, strict=False)
-            for k, ((_controllen, _flags, length), entry) in enumerate(entries):
+            # Send times come in the layout the kernel gives them (see _STAMP_ENTRY); each sent echo's
+            # header where the last one's was (after the link header: learnt by `_on_stamp`).
+            at = channel.stamp_at
+            layout = _stamped_layout(at, bufsize)
+            entries = zip(
+                batch.tails(n),
+                _STAMP_ENTRY.iter_unpack(controls[: n * _ERROR_CONTROL]),
+                layout.iter_unpack(packets[: n * bufsize]),
+                strict=False,
+            )
+            for k, (
+                (_cl, _fl, length),
+                (first, level, kind, sec, nsec, origin),
+                (ident, seq, signature),
+            ) in enumerate(entries):
                 try:
-                    if entry[_STAMP_ORIGIN] == S.SO_EE_ORIGIN_TIMESTAMPING and entry[:3] == _STAMP_FIRST:
-                        # A send time (SCM_TIMESTAMPING, then the extended error); the data is the packet
-                        # as it left, link header first: its echo header sits where the last one did.
-                        base = k * bufsize
-                        at = base + channel.stamp_at
-                        if at + _STAMPED.size <= base + length:
-                            _type, _code, ident, seq, signature = unpack_stamped(data, at)
+                    if origin == _ORIGIN_STAMP and kind == _SCM_TIMESTAMPING and first == 64 and level == 1:
+                        if length >= at + _STAMPED_SIZE:
                             probe = pending_get((ident << 16) | seq)
                             if probe is not None and signature == probe.signature:
                                 if probe.stamped:
-                                    probe.sent_ns = entry[3] * 1_000_000_000 + entry[4] - offset
+                                    probe.sent_ns = sec * 1_000_000_000 + nsec - offset
                                     probe.stamped = False
                                 continue
-                        stamp = entry[3] * 1_000_000_000 + entry[4] - offset
+                        base = k * bufsize
+                        stamp = sec * 1_000_000_000 + nsec - offset
                         self._on_stamp(fam, channel, data, base, base + length, stamp)
                         continue
                     message, ancdata, _flags, addr = batch.message(k)
@@ -1275,6 +1303,8 @@ class Engine:
         mpls: tuple[MplsLabel, ...] = (),
     ) -> None:
         """Deliver a matched answer, its RTT taken from the kernel's receive time."""
+        if probe.done:
+            return  # answered in this very read (the reader takes it out of the table after it)
         if probe.stamped:
             # Read its send time first (queued before this answer), unless that is what we are doing.
             if not self._reading_errors:

@@ -145,6 +145,8 @@ class PendingTable:
     def __init__(self, new_ident: Callable[[], IdentSlot], *, memory: int = 65536) -> None:
         self._new_ident = new_ident
         self._probes: dict[int, Probe] = {}
+        self.get: Callable[[int], Probe | None] = self._probes.get
+        """The pending probe of a key, or None (the dict's own method: the reader calls it per packet)."""
         self._slots: list[IdentSlot] = []
         self._slot_by_ident: dict[int, IdentSlot] = {}
         self._current = 0
@@ -232,9 +234,6 @@ class PendingTable:
             queue = self._deadlines[timeout_ns] = deque()
         queue.append(probe)
 
-    def get(self, key: int) -> Probe | None:
-        return self._probes.get(key)
-
     def finish(self, probe: Probe, answered: bool) -> None:
         """Take a probe out of the table (answered, timed out or discarded). Idempotent."""
         if probe.done:
@@ -246,6 +245,22 @@ class PendingTable:
         recent[probe.key] = probe.signature if answered else (probe.signature,)
         if len(recent) >= self._memory:
             self._older, self._recent = recent, {}
+
+    def finish_answered(self, probes: list[Probe]) -> None:
+        """`finish` for answered probes that the caller already marked done (the reader's fast path
+        does, so that a second reply read before this call is not taken for the first)."""
+        pop = self._probes.pop
+        slots = self._slot_by_ident
+        recent = self._recent
+        memory = self._memory
+        for probe in probes:
+            key = probe.key
+            if pop(key, None) is not None:
+                slots[probe.ident].in_flight -= 1
+            recent[key] = probe.signature
+            if len(recent) >= memory:
+                self._older, self._recent = recent, {}
+                recent = self._recent
 
     def recall(self, key: int, signature: bytes) -> str | None:
         """For a packet that matched no pending probe: ``"duplicate"``, ``"late"`` or ``None`` (unknown)."""

@@ -139,6 +139,17 @@ class SendBatch:
         else:
             self._pack_v4(self._names, k * 16, socket.AF_INET, 0, packed)
 
+    def put_addresses(self, packed: list[bytes], scopes: list[int] | None = None) -> None:
+        """`put_address` for slots ``0 .. len(packed) - 1``."""
+        if self.v6:
+            pack6 = self._pack_v6
+            for k, (address, scope) in enumerate(zip(packed, scopes or [0] * len(packed), strict=True)):
+                pack6(self._names, k * 28, socket.AF_INET6, 0, 0, address, scope)
+            return
+        pack4, names, family = self._pack_v4, self._names, socket.AF_INET
+        for k, address in enumerate(packed):
+            pack4(names, k * 16, family, 0, address)
+
     def packet(self, k: int) -> bytes:
         return bytes(self.packets[k * self.stride : (k + 1) * self.stride])
 

@@ -280,6 +280,30 @@ class EchoTemplate:
         """True when the payload holds cookie and token, so `write_into` can be used."""
         return bool(self._head)
 
+    def write_run(
+        self, buffer: bytearray, stride: int, ident: int, seqs: list[int], token: int
+    ) -> list[bytes]:
+        """`write_into` slot ``k`` of ``buffer`` (at ``k * stride``) the request with ``seqs[k]`` and token
+        ``token + 1 + k`` (32 bits, wrapping); returns each request's signature (cookie and token)."""
+        base, cookie, v6 = self._base, self._head, self._v6
+        pack_into = _CHECKSUM_TO_TOKEN.pack_into
+        signatures: list[bytes] = []
+        append = signatures.append
+        offset = 2
+        for seq in seqs:
+            token = (token + 1) & 0xFFFFFFFF
+            if v6:
+                cs = 0
+            else:
+                total = base + ident + seq + (token >> 16) + (token & 0xFFFF)
+                total = (total & 0xFFFF) + (total >> 16)
+                total = (total & 0xFFFF) + (total >> 16)
+                cs = ~total & 0xFFFF
+            pack_into(buffer, offset, cs, ident, seq, cookie, token)
+            append(cookie + token.to_bytes(4, "big"))
+            offset += stride
+        return signatures
+
     def write_into(self, buffer: bytearray, offset: int, ident: int, seq: int, token: int) -> None:
         """Write the echo request `build` would return into ``buffer`` at ``offset``, where `blank` (or an
         earlier packet of this template) already lies: only checksum, identifier, sequence and token
