@@ -68,7 +68,10 @@ _EXTENDED_ERR = struct.Struct("=IBBBBII")
 _NATIVE_INT = struct.Struct("@i")
 _ANCILLARY = 512
 _READ_BATCH = 2048
-_SEND_BATCH = 512  # echo requests per sendmmsg call (see Engine.send_batch)
+_SEND_BATCH = 2048  # echo requests per sendmmsg call at most (see Engine.send_batch)
+# What one sent probe may hold in the receive buffer until read: its send time and its reply (sk_buff
+# truesize, about 1 KiB each on loopback). A batch must fit, or the kernel drops stamps and replies.
+_QUEUED_PER_PROBE = 4096
 _ERROR_BATCH = 256  # error-queue entries per recvmmsg call
 _RECV_BATCH = 256  # packets per recvmmsg call
 _SEND_YIELD_EVERY = 256
@@ -575,7 +578,9 @@ class Engine:
         family = socket.AF_INET6 if v6 else socket.AF_INET
         inet_pton = socket.inet_pton
         table = fam.table
-        slot, seqs = table.allocate_run(min(len(targets), _SEND_BATCH))
+        # Unprivileged sockets may get a small buffer (net.core.rmem_max): smaller batches then.
+        fits = max(16, icmp.receive_buffer // _QUEUED_PER_PROBE)
+        slot, seqs = table.allocate_run(min(len(targets), _SEND_BATCH, fits))
         channel: _Channel = slot.channel
         ident = slot.ident
         now = time.monotonic_ns()

@@ -31,7 +31,7 @@ DEFAULT_RATE = 1000.0
 still 60,000 targets a minute. Pass ``rate=None`` (or 0) for an unpaced sweep on networks you own."""
 
 _RESOLVE_CONCURRENCY = 64
-_BATCH = 512
+_BATCH = 2048
 
 
 class _Sweep:

@@ -63,6 +63,8 @@ class IcmpSocket:
     ident: int | None
     """The kernel-assigned identifier of a ping socket; ``None`` on raw sockets (we choose)."""
     default_ttl: int
+    receive_buffer: int = 0
+    """The kernel's receive buffer of the socket in bytes (``SO_RCVBUF``, as the kernel reports it)."""
     tx_stamps: bool = False
     """Receive times come from ``SO_TIMESTAMPING``, which also reports the send times of packets that ask
     for one (`tx_stamp_request`) on the error queue. False: ``SO_TIMESTAMPNS``, receive times only."""
@@ -142,7 +144,15 @@ def _configure(sock: socket.socket, *, v6: bool, raw: bool, source: str | None, 
         raise SocketError(exc.errno, f"cannot configure the ICMP socket: {exc.strerror}") from exc
     ident = None if raw else sock.getsockname()[1]
     wait_for_receive_timestamps()
-    return IcmpSocket(sock=sock, v6=v6, raw=raw, ident=ident, default_ttl=ttl, tx_stamps=tx_stamps)
+    return IcmpSocket(
+        sock=sock,
+        v6=v6,
+        raw=raw,
+        ident=ident,
+        default_ttl=ttl,
+        receive_buffer=sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+        tx_stamps=tx_stamps,
+    )
 
 
 def _set_timestamps(sock: socket.socket) -> bool:
