@@ -70,6 +70,28 @@ def _tail_format() -> struct.Struct:
 _TAIL = _tail_format()
 
 
+def _native(ctype: Any) -> str:
+    return {1: "B", 2: "H", 4: "I", 8: "Q"}[ctypes.sizeof(ctype)]
+
+
+def _layout(struct_type: Any, names: list[str], size: int) -> struct.Struct:
+    """A `struct.Struct` writing the named fields of a ctypes structure at their offsets."""
+    fmt, at = "=", 0
+    for name in names:
+        field = getattr(struct_type, name)
+        ctype = dict(struct_type._fields_)[name]
+        fmt += f"{field.offset - at}x{_native(ctype)}"
+        at = field.offset + field.size
+    layout = struct.Struct(fmt + f"{size - at}x")
+    assert layout.size == size
+    return layout
+
+
+_IOVEC = _layout(_IoVec, ["base", "len"], ctypes.sizeof(_IoVec))
+# name, namelen, iov, iovlen, control, controllen of a struct mmsghdr (the msghdr comes first).
+_SEND_HDR = _layout(_MsgHdr, ["name", "namelen", "iov", "iovlen", "control", "controllen"], _HDR_SIZE)
+
+
 def _load() -> tuple[Any, Any] | None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -117,17 +139,23 @@ class SendBatch:
         self._iovs = (_IoVec * capacity)()
         self._hdrs = (_MMsgHdr * capacity)()
         packets, names = _address(self.packets), _address(self._names)
-        control_at = _address(self._control) if control else None
+        control_at = _address(self._control) if control else 0
+        iovs, iov_size = ctypes.addressof(self._iovs), ctypes.sizeof(_IoVec)
+        # Filled with struct, not field by field through ctypes: a first sweep pays for this.
+        iov_view, hdr_view = memoryview(self._iovs).cast("B"), memoryview(self._hdrs).cast("B")
+        pack_iov, pack_hdr = _IOVEC.pack_into, _SEND_HDR.pack_into
         for k in range(capacity):
-            self._iovs[k].base = packets + k * self.stride
-            self._iovs[k].len = self.stride
-            hdr = self._hdrs[k].hdr
-            hdr.name = names + k * self._namelen
-            hdr.namelen = self._namelen
-            hdr.iov = ctypes.addressof(self._iovs[k])
-            hdr.iovlen = 1
-            hdr.control = control_at
-            hdr.controllen = len(control)
+            pack_iov(iov_view, k * iov_size, packets + k * self.stride, self.stride)
+            pack_hdr(
+                hdr_view,
+                k * _HDR_SIZE,
+                names + k * self._namelen,
+                self._namelen,
+                iovs + k * iov_size,
+                1,
+                control_at,
+                len(control),
+            )
         self._base = ctypes.addressof(self._hdrs)
         self._pack_v4 = _SOCKADDR_IN.pack_into
         self._pack_v6 = _SOCKADDR_IN6.pack_into
