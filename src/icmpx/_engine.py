@@ -8,13 +8,16 @@ collects their outcomes. The engine:
 1. allocates each probe an (identifier, sequence) key from the family's `PendingTable`, builds the echo
    request (cookie + per-probe token in the payload), records the monotonic send time and a deadline, and
    sends it with ``sendmsg`` on the family's shared socket (the TTL rides in a control message, so
-   concurrent traceroutes never race on a socket option);
-2. runs one *reader* task per socket: wait until readable, then ``recvmsg`` in a loop until the socket is
-   dry. Each packet is matched on its key (for errors: on the key of the datagram they quote) and checked
-   against the probe's destination and payload signature; a match is delivered to the probe's sink with an
-   RTT computed from the kernel's receive timestamp (``SO_TIMESTAMPNS``), so a busy event loop does not
-   inflate it. Ping sockets also drain their error queue (``MSG_ERRQUEUE``), where the kernel puts the
-   Time Exceeded and Unreachable messages with the router as "offender";
+   concurrent traceroutes never race on a socket option). Unpaced sweeps instead register a batch of
+   probes and hand it to the kernel in one ``sendmmsg`` from a worker thread (`send_batch`), each packet
+   asking for its kernel send time, which comes back on the error queue and replaces the hand-over time;
+2. runs one *reader* task per socket: wait until readable, then read (``recvmmsg`` batches, or ``recvmsg``)
+   until the socket is dry, send times from the error queue first. Each packet is matched on its key (for
+   errors: on the key of the datagram they quote) and checked against the probe's destination and payload
+   signature; a match is delivered to the probe's sink with an RTT computed from the kernel's receive
+   timestamp (``SO_TIMESTAMPING``), so a busy event loop does not inflate it. Ping sockets also drain their
+   error queue (``MSG_ERRQUEUE``), where the kernel puts the Time Exceeded and Unreachable messages with
+   the router as "offender";
 3. runs one *timer* task that sleeps until the earliest deadline and delivers timeouts.
 
 Foreign, forged, late, duplicate and malformed packets are dropped and counted (`EngineStats`); nothing a
