@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import itertools
 import os
 import random
 import socket
@@ -85,19 +86,23 @@ _SCM_TIMESTAMPING = S.SCM_TIMESTAMPING
 # An error-queue entry that carries a send time: SCM_TIMESTAMPING (cmsg header, first timespec) then
 # IP(V6)_RECVERR (cmsg header, sock_extended_err's errno and origin).
 _STAMP_HEAD = struct.Struct("@Niill")
+_CMSG_HEAD = struct.Struct("@Nii")
 _STAMP_ERR = struct.Struct("@NiiIB")
 # A send-time entry of the error queue, as the kernel lays it out: SCM_TIMESTAMPING (cmsg length, level,
 # type, the software timespec, two unused ones), then IP(V6)_RECVERR whose ee_origin is read (at 84).
 _ERROR_CONTROL = 256
-_STAMP_ENTRY = struct.Struct(f"@Niill52xB{_ERROR_CONTROL - 85}x")
+_STAMP_ENTRY = struct.Struct(f"@{_CMSG_HEAD.size}sll52xB{_ERROR_CONTROL - 85}x")
+# The cmsg header that entry starts with (compared as bytes: one test instead of three).
+_STAMP_CMSG = _CMSG_HEAD.pack(socket.CMSG_LEN(3 * _TIMESPEC.size), socket.SOL_SOCKET, S.SCM_TIMESTAMPING)
 _ORIGIN_STAMP = S.SO_EE_ORIGIN_TIMESTAMPING
 _STAMPED_SIZE = 8 + SIGNATURE_SIZE  # a sent echo request: header and signature
 
 
 @functools.lru_cache(maxsize=16)
 def _stamped_layout(at: int, bufsize: int) -> struct.Struct:
-    """Identifier, sequence and signature of the echo request at ``at`` in each ``bufsize`` slot."""
-    return struct.Struct(f"!{at + 4}xHH{SIGNATURE_SIZE}s{bufsize - at - _STAMPED_SIZE}x")
+    """Key (identifier and sequence, read as one 32-bit number) and signature of the echo request at ``at``
+    in each ``bufsize`` slot."""
+    return struct.Struct(f"!{at + 4}xI{SIGNATURE_SIZE}s{bufsize - at - _STAMPED_SIZE}x")
 
 
 _new_outcome = tuple.__new__  # skips the NamedTuple's Python-level __new__ on the hot path
@@ -234,20 +239,28 @@ class _Channel:
 class _Inbox:
     """A channel's `_mmsg.MessageBatch` and the layouts its fast path reads in one pass
     (`struct.iter_unpack`): the first control message (the receive time), the echo header and signature,
-    the source address."""
+    the source address. Few fields per entry, each tuple is built for every packet: identifier and sequence
+    are read as one number (the table's key), a control message's header as bytes compared with
+    `stamp_head`, what the socket's receive-time option puts first."""
 
-    __slots__ = ("_controls", "_data", "_headers", "_names", "_sources", "messages", "raw_v4")
+    __slots__ = ("_controls", "_data", "_headers", "_names", "_sources", "messages", "raw_v4", "stamp_head")
 
     def __init__(self, messages: _mmsg.MessageBatch, channel: _Channel) -> None:
         self.messages = messages
         self.raw_v4 = channel.icmp.raw and not channel.v6
         size, bufsize = messages.control_size, messages.bufsize
-        self._controls = struct.Struct(f"@Niill{size - _STAMP_HEAD.size}x")
+        self._controls = struct.Struct(f"@{_CMSG_HEAD.size}sll{size - _STAMP_HEAD.size}x")
+        if channel.icmp.tx_stamps:  # SO_TIMESTAMPING: three timespecs, the software one first
+            self.stamp_head = _CMSG_HEAD.pack(
+                socket.CMSG_LEN(3 * _TIMESPEC.size), _SOL_SOCKET, _SCM_TIMESTAMPING
+            )
+        else:  # SO_TIMESTAMPNS: one
+            self.stamp_head = _CMSG_HEAD.pack(socket.CMSG_LEN(_TIMESPEC.size), _SOL_SOCKET, _SCM_TIMESTAMPNS)
         if self.raw_v4:
-            # version/IHL, TTL, then the ICMP header (checksum skipped) and signature
-            self._headers = struct.Struct(f"!B7xB11xBB2xHH{SIGNATURE_SIZE}s{bufsize - 40}x")
+            # version/IHL, TTL, then the ICMP type (code and checksum skipped), key and signature
+            self._headers = struct.Struct(f"!B7xB11xB3xI{SIGNATURE_SIZE}s{bufsize - 40}x")
         else:
-            self._headers = struct.Struct(f"!BB2xHH{SIGNATURE_SIZE}s{bufsize - 8 - SIGNATURE_SIZE}x")
+            self._headers = struct.Struct(f"!B3xI{SIGNATURE_SIZE}s{bufsize - 8 - SIGNATURE_SIZE}x")
         if channel.v6:
             self._sources = struct.Struct(f"=8x16s{_mmsg.NAME_SIZE - 24}x")
         else:
@@ -255,7 +268,7 @@ class _Inbox:
         self._data = memoryview(messages.data)
         self._names = memoryview(messages.names)
 
-    def controls(self, n: int) -> Iterator[tuple[int, int, int, int, int]]:
+    def controls(self, n: int) -> Iterator[tuple[bytes, int, int]]:
         return self._controls.iter_unpack(memoryview(self.messages.control)[: n * self.messages.control_size])
 
     def headers(self, n: int) -> Iterator[tuple[Any, ...]]:
@@ -580,43 +593,57 @@ class Engine:
             batch = _mmsg.SendBatch(_SEND_BATCH, template.blank, v6=v6, control=self._stamp_request)
         family = socket.AF_INET6 if v6 else socket.AF_INET
         inet_pton = socket.inet_pton
-        table = fam.table
         # Unprivileged sockets may get a small buffer (net.core.rmem_max): smaller batches then.
         fits = max(16, icmp.receive_buffer // _QUEUED_PER_PROBE)
-        slot, seqs = table.allocate_run(min(len(targets), _SEND_BATCH, fits))
-        channel: _Channel = slot.channel
-        ident = slot.ident
-        now = time.monotonic_ns()
-        deadline = now + timeout_ns
-        probes: list[Probe] = []
-        append = probes.append
+        # The run this batch takes: targets of this family whose address inet_pton accepts (a scoped IPv6
+        # literal, say, is left to the general path).
         addresses: list[bytes] = []
-        scopes: list[int] = []
-        for target, tag, seq in zip(targets, tags, seqs, strict=False):
+        add_address = addresses.append
+        for target in itertools.islice(targets, min(_SEND_BATCH, fits)):
             if target.v6 is not v6:
                 break
             try:
-                packed = inet_pton(family, target.addr)
+                add_address(inet_pton(family, target.addr))
             except (OSError, ValueError):
-                break  # e.g. a scoped IPv6 literal: the general path sends it
-            probe = Probe(target.addr, ident, seq, ttl, payload_size, b"", sink, tag, channel)
-            probe.sent_ns = now
-            probe.deadline_ns = deadline
-            probe.stamped = True
-            probe.packed = packed
-            append(probe)
-            addresses.append(packed)
-            if v6:
-                sockaddr = target.sockaddr
-                scopes.append(sockaddr[3] if len(sockaddr) > 3 else 0)
-        if not probes:
+                break
+        if not addresses:
             self._free_batches.setdefault((v6, payload_size), []).append(batch)
             return None
-        signatures = template.write_run(batch.packets, batch.stride, ident, seqs[: len(probes)], self._token)
-        self._token = (self._token + len(probes)) & 0xFFFFFFFF
-        for probe, signature in zip(probes, signatures, strict=True):
-            probe.signature = signature
-        batch.put_addresses(addresses, scopes if v6 else None)
+        table = fam.table
+        slot, seqs = table.allocate_run(len(addresses))  # may be fewer when the identifier fills up
+        del addresses[len(seqs) :]
+        channel: _Channel = slot.channel
+        ident = slot.ident
+        signatures = template.write_run(batch.packets, batch.stride, ident, seqs, self._token)
+        self._token = (self._token + len(seqs)) & 0xFFFFFFFF
+        now = time.monotonic_ns()
+        deadline = now + timeout_ns
+        probes = [
+            Probe(
+                target.addr,
+                ident,
+                seq,
+                ttl,
+                payload_size,
+                signature,
+                sink,
+                tag,
+                channel,
+                now,
+                deadline,
+                True,
+                packed,
+            )
+            for target, tag, seq, signature, packed in zip(
+                targets, tags, seqs, signatures, addresses, strict=False
+            )
+        ]
+        if v6:
+            batch.put_addresses(
+                addresses, [t.sockaddr[3] if len(t.sockaddr) > 3 else 0 for t in targets[: len(probes)]]
+            )
+        else:
+            batch.put_addresses(addresses)
         table.add_run(slot, probes, timeout_ns)  # registered before they are sent: replies come at once
         self._wake_timer(deadline)
         return batch, probes, channel
@@ -887,6 +914,7 @@ class Engine:
         finish_answered = table.finish_answered
         counters = self._counters
         raw_v4 = batch.raw_v4
+        stamp_head = batch.stamp_head
         header_at = -1 if raw_v4 else 0
         echo_reply = fam.echo_reply
         monotonic_ns = time.monotonic_ns
@@ -911,27 +939,22 @@ class Engine:
             if not n:
                 break
             count += n
-            for k, ((_cl, _fl, length), (_cn, level, kind, sec, nsec), fields, (src,)) in enumerate(
-                zip(messages.tails(n), batch.controls(n), batch.headers(n), batch.sources(n), strict=False)
+            for k, ((length,), (head, sec, nsec), fields, (src,)) in enumerate(
+                zip(messages.lengths(n), batch.controls(n), batch.headers(n), batch.sources(n), strict=False)
             ):
                 try:
-                    if (
-                        level == _SOL_SOCKET
-                        and (kind == _SCM_TIMESTAMPING or kind == _SCM_TIMESTAMPNS)  # noqa: SIM109 (hot)
-                        and sec
-                    ):
-                        rx_ns = sec * 1_000_000_000 + nsec - offset
-                    else:
-                        rx_ns = monotonic_ns()
+                    rx_ns = (
+                        sec * 1_000_000_000 + nsec - offset if head == stamp_head and sec else monotonic_ns()
+                    )
                     if raw_v4:
-                        version_ihl, reply_ttl, icmp_type, icmp_code, ident, seq, signature = fields
+                        version_ihl, reply_ttl, icmp_type, key, signature = fields
                         fast = version_ihl == 0x45
                     else:
-                        icmp_type, icmp_code, ident, seq, signature = fields
+                        icmp_type, key, signature = fields
                         fast = True
                         reply_ttl = None
                     if fast and icmp_type == echo_reply and length >= signature_end:
-                        probe = pending_get((ident << 16) | seq)
+                        probe = pending_get(key)
                         if (
                             probe is not None
                             and not probe.done
@@ -967,7 +990,7 @@ class Engine:
                                         bytes(messages.data[at + 16 : at + 20]),
                                         reply_ttl,
                                         icmp_type,
-                                        icmp_code,
+                                        messages.data[at + 21],  # the ICMP code
                                         length - 20,
                                         (),
                                     ),
@@ -1179,20 +1202,16 @@ class Engine:
             at = channel.stamp_at
             layout = _stamped_layout(at, bufsize)
             entries = zip(
-                batch.tails(n),
+                batch.lengths(n),
                 _STAMP_ENTRY.iter_unpack(controls[: n * _ERROR_CONTROL]),
                 layout.iter_unpack(packets[: n * bufsize]),
                 strict=False,
             )
-            for k, (
-                (_cl, _fl, length),
-                (first, level, kind, sec, nsec, origin),
-                (ident, seq, signature),
-            ) in enumerate(entries):
+            for k, ((length,), (head, sec, nsec, origin), (key, signature)) in enumerate(entries):
                 try:
-                    if origin == _ORIGIN_STAMP and kind == _SCM_TIMESTAMPING and first == 64 and level == 1:
+                    if head == _STAMP_CMSG and origin == _ORIGIN_STAMP:
                         if length >= at + _STAMPED_SIZE:
-                            probe = pending_get((ident << 16) | seq)
+                            probe = pending_get(key)
                             if probe is not None and signature == probe.signature:
                                 if probe.stamped:
                                     probe.sent_ns = sec * 1_000_000_000 + nsec - offset

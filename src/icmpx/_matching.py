@@ -96,6 +96,10 @@ class Probe:
         sink: Sink,
         tag: Any = None,
         channel: Any = None,
+        sent_ns: int = 0,
+        deadline_ns: int = 0,
+        stamped: bool = False,
+        packed: bytes | None = None,
     ) -> None:
         self.addr = addr
         self.ident = ident
@@ -107,13 +111,13 @@ class Probe:
         self.sink = sink
         self.tag = tag
         self.channel = channel
-        self.sent_ns = 0
-        self.deadline_ns = 0
+        self.sent_ns = sent_ns
+        self.deadline_ns = deadline_ns
         self.done = False
         # Sent in a batch that asked the kernel for each packet's send time: until that stamp is read,
         # `sent_ns` is the time the batch was handed over (see Engine.send_batch).
-        self.stamped = False
-        self.packed: bytes | None = None
+        self.stamped = stamped
+        self.packed = packed
         """The destination as ``inet_pton`` writes it (the reader's fast path compares replies to it)."""
 
     def __repr__(self) -> str:

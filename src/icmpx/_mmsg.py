@@ -68,6 +68,8 @@ def _tail_format() -> struct.Struct:
 
 
 _TAIL = _tail_format()
+# Only msg_len of each ``struct mmsghdr``: the readers' fast paths need nothing else.
+_LENGTH = struct.Struct(f"={_LEN_OFFSET}xI{_HDR_SIZE - _LEN_OFFSET - 4}x")
 
 
 def _native(ctype: Any) -> str:
@@ -159,6 +161,11 @@ class SendBatch:
         self._base = ctypes.addressof(self._hdrs)
         self._pack_v4 = _SOCKADDR_IN.pack_into
         self._pack_v6 = _SOCKADDR_IN6.pack_into
+        # Every slot's family (and port 0) written once; IPv4 addresses then go in with one strided copy
+        # (a sockaddr_in is four 32-bit words, the address the second).
+        for k in range(capacity):
+            self.put_address(k, bytes(16 if v6 else 4))
+        self._address_words = None if v6 else memoryview(self._names).cast("I")[1::4]
 
     def put_address(self, k: int, packed: bytes, scope: int = 0) -> None:
         """Slot ``k``'s destination: ``packed`` is the address as ``inet_pton`` returns it."""
@@ -174,9 +181,9 @@ class SendBatch:
             for k, (address, scope) in enumerate(zip(packed, scopes or [0] * len(packed), strict=True)):
                 pack6(self._names, k * 28, socket.AF_INET6, 0, 0, address, scope)
             return
-        pack4, names, family = self._pack_v4, self._names, socket.AF_INET
-        for k, address in enumerate(packed):
-            pack4(names, k * 16, family, 0, address)
+        words = self._address_words
+        assert words is not None
+        words[: len(packed)] = memoryview(b"".join(packed)).cast("I")
 
     def packet(self, k: int) -> bytes:
         return bytes(self.packets[k * self.stride : (k + 1) * self.stride])
@@ -245,6 +252,10 @@ class MessageBatch:
     def tails(self, n: int) -> Iterator[tuple[int, int, int]]:
         """``(control length, flags, length)`` of the first ``n`` entries."""
         return _TAIL.iter_unpack(self._view[: n * _HDR_SIZE])
+
+    def lengths(self, n: int) -> Iterator[tuple[int]]:
+        """``(length,)`` of the first ``n`` entries."""
+        return _LENGTH.iter_unpack(self._view[: n * _HDR_SIZE])
 
     def length(self, k: int) -> int:
         length: int = _UINT.unpack_from(self._view, k * _HDR_SIZE + _LEN_OFFSET)[0]
