@@ -237,3 +237,49 @@ def test_fast_row_constructor_matches_the_dataclass() -> None:
     assert repr(fast) == repr(slow)
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.sent = 4  # type: ignore[misc]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sent=st.integers(0, 100),
+    received=st.integers(0, 100),
+    figures=st.lists(st.one_of(st.none(), rtts), min_size=6, max_size=6),
+)
+def test_sweep_rows_are_the_same_objects_the_constructor_makes(
+    sent: int, received: int, figures: list[float | None]
+) -> None:
+    """Sweeps build their rows through PingStatsRow and __class__ assignment: the result must be a PingStats
+    in every respect a user can see (fields, equality, hash, frozen, copy, pickle, no __dict__)."""
+    import copy
+    import pickle
+
+    from icmpx._models import PingStatsRow
+
+    loss, lo, avg, hi, sd, jit = figures
+    loss = 0.0 if loss is None else loss
+    fast = PingStats._row("host", "127.0.0.1", sent, received, loss, lo, avg, hi, sd, jit)
+    row = PingStatsRow("host", "127.0.0.1", sent, received, loss, lo, avg, hi, sd, jit)
+    row.__class__ = PingStats  # type: ignore[assignment]
+    slow = PingStats(
+        target="host",
+        addr="127.0.0.1",
+        sent=sent,
+        received=received,
+        loss_pct=loss,
+        min_rtt=lo,
+        avg_rtt=avg,
+        max_rtt=hi,
+        stdev_rtt=sd,
+        jitter=jit,
+    )
+    for built in (fast, row):
+        assert type(built) is PingStats
+        assert built == slow
+        assert hash(built) == hash(slow)
+        assert repr(built) == repr(slow)
+        assert dataclasses.asdict(built) == dataclasses.asdict(slow)
+        assert pickle.loads(pickle.dumps(built)) == slow
+        assert copy.copy(built) == slow
+        assert not hasattr(built, "__dict__")
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            built.sent = 5  # type: ignore[misc]
