@@ -136,7 +136,14 @@ class SendBatch:
         self.stride = len(blank)
         self.packets = bytearray(blank * capacity)
         self._namelen = sockaddr_size(v6)
-        self._names = bytearray(self._namelen * capacity)
+        # Every slot's family (and port 0) written once; IPv4 addresses then go in with one strided copy
+        # (a sockaddr_in is four 32-bit words, the address the second).
+        blank_name = (
+            _SOCKADDR_IN6.pack(socket.AF_INET6, 0, 0, bytes(16), 0)
+            if v6
+            else _SOCKADDR_IN.pack(socket.AF_INET, 0, bytes(4))
+        )
+        self._names = bytearray(blank_name * capacity)
         self._control = bytearray(control)
         self._iovs = (_IoVec * capacity)()
         self._hdrs = (_MMsgHdr * capacity)()
@@ -161,10 +168,6 @@ class SendBatch:
         self._base = ctypes.addressof(self._hdrs)
         self._pack_v4 = _SOCKADDR_IN.pack_into
         self._pack_v6 = _SOCKADDR_IN6.pack_into
-        # Every slot's family (and port 0) written once; IPv4 addresses then go in with one strided copy
-        # (a sockaddr_in is four 32-bit words, the address the second).
-        for k in range(capacity):
-            self.put_address(k, bytes(16 if v6 else 4))
         self._address_words = None if v6 else memoryview(self._names).cast("I")[1::4]
 
     def put_address(self, k: int, packed: bytes, scope: int = 0) -> None:
