@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 import icmpx
-from icmpx import _wire
+from icmpx import _socket, _wire
 from netns import icmp_socket_count
 
 pytestmark = pytest.mark.anyio
@@ -94,8 +94,22 @@ async def test_1000_concurrent_pings_share_one_socket() -> None:
         assert all(r.responder == addr for r in rs)
 
 
-async def test_rtt_stays_honest_when_the_loop_is_busy() -> None:
-    """RTT comes from the kernel's receive timestamp, not from when the loop got round to reading."""
+def _timestampns_only(sock: socket.socket) -> bool:
+    """A kernel without SO_TIMESTAMPING (before 2.6.30, or one refusing it): receive times only."""
+    sock.setsockopt(socket.SOL_SOCKET, _socket.SO_TIMESTAMPNS, 1)
+    return False
+
+
+@pytest.mark.parametrize("stamping", ["SO_TIMESTAMPING", "SO_TIMESTAMPNS"])
+@pytest.mark.parametrize("target", ["127.0.0.1", "::1"])
+async def test_rtt_stays_honest_when_the_loop_is_busy(
+    monkeypatch: pytest.MonkeyPatch, stamping: str, target: str
+) -> None:
+    """RTT comes from the kernel's receive timestamp, not from when the loop got round to reading: with
+    either timestamp option (the reader's fast path recognises each by its control message header), for
+    ping's single sends and a sweep's, IPv4 and IPv6."""
+    if stamping == "SO_TIMESTAMPNS":
+        monkeypatch.setattr(_socket, "_set_timestamps", _timestampns_only)
     stop = anyio.Event()
     blocks = 0
 
@@ -108,12 +122,18 @@ async def test_rtt_stays_honest_when_the_loop_is_busy() -> None:
 
     async with icmpx.AsyncClient(timeout=2) as client, anyio.create_task_group() as tg:
         tg.start_soon(hog)
-        results = await client.ping("127.0.0.1", count=100, interval=0.005)
+        results = await client.ping(target, count=100, interval=0.005)
+        rows = await client.multiping([target] * 50, rate=500)
         stop.set()
+        assert client._engine._families[":" in target].channels[0].icmp.tx_stamps is (
+            stamping == "SO_TIMESTAMPING"
+        )
     assert blocks >= 5, "the hog did not block the loop during the pings: the test proves nothing"
     assert all(r.error is None for r in results)
     rtts = [r.rtt for r in results if r.rtt is not None]
     assert max(rtts) < 1.0, rtts
+    assert [row.received for row in rows] == [1] * 50
+    assert max(row.max_rtt or 0.0 for row in rows) < 1.0, rows
 
 
 async def test_forged_truncated_and_random_packets_are_dropped_and_counted() -> None:
