@@ -83,17 +83,16 @@ _NO_CMSGS: list[tuple[int, int, bytes]] = []
 _SOL_SOCKET = socket.SOL_SOCKET
 _SCM_TIMESTAMPNS = S.SCM_TIMESTAMPNS
 _SCM_TIMESTAMPING = S.SCM_TIMESTAMPING
-# An error-queue entry that carries a send time: SCM_TIMESTAMPING (cmsg header, first timespec) then
-# IP(V6)_RECVERR (cmsg header, sock_extended_err's errno and origin).
-_STAMP_HEAD = struct.Struct("@Niill")
-_CMSG_HEAD = struct.Struct("@Nii")
-_STAMP_ERR = struct.Struct("@NiiIB")
 # A send-time entry of the error queue, as the kernel lays it out: SCM_TIMESTAMPING (cmsg length, level,
 # type, the software timespec, two unused ones), then IP(V6)_RECVERR whose ee_origin is read (at 84).
 _ERROR_CONTROL = 256
-_STAMP_ENTRY = struct.Struct(f"@{_CMSG_HEAD.size}sll52xB{_ERROR_CONTROL - 85}x")
+_STAMP_ENTRY = struct.Struct(f"@{_mmsg.CMSG_HEADER.size}sll52xB{_ERROR_CONTROL - 85}x")
 # The cmsg header that entry starts with (compared as bytes: one test instead of three).
-_STAMP_CMSG = _CMSG_HEAD.pack(socket.CMSG_LEN(3 * _TIMESPEC.size), socket.SOL_SOCKET, S.SCM_TIMESTAMPING)
+_STAMP_CMSG = _mmsg.CMSG_HEADER.pack(
+    socket.CMSG_LEN(3 * _TIMESPEC.size), socket.SOL_SOCKET, S.SCM_TIMESTAMPING
+)
+# What SO_TIMESTAMPNS puts first on a received packet: one timespec.
+_STAMPNS_CMSG = _mmsg.CMSG_HEADER.pack(socket.CMSG_LEN(_TIMESPEC.size), socket.SOL_SOCKET, S.SCM_TIMESTAMPNS)
 _ORIGIN_STAMP = S.SO_EE_ORIGIN_TIMESTAMPING
 _STAMPED_SIZE = 8 + SIGNATURE_SIZE  # a sent echo request: header and signature
 
@@ -249,13 +248,10 @@ class _Inbox:
         self.messages = messages
         self.raw_v4 = channel.icmp.raw and not channel.v6
         size, bufsize = messages.control_size, messages.bufsize
-        self._controls = struct.Struct(f"@{_CMSG_HEAD.size}sll{size - _STAMP_HEAD.size}x")
-        if channel.icmp.tx_stamps:  # SO_TIMESTAMPING: three timespecs, the software one first
-            self.stamp_head = _CMSG_HEAD.pack(
-                socket.CMSG_LEN(3 * _TIMESPEC.size), _SOL_SOCKET, _SCM_TIMESTAMPING
-            )
-        else:  # SO_TIMESTAMPNS: one
-            self.stamp_head = _CMSG_HEAD.pack(socket.CMSG_LEN(_TIMESPEC.size), _SOL_SOCKET, _SCM_TIMESTAMPNS)
+        head = _mmsg.CMSG_HEADER.size
+        self._controls = struct.Struct(f"@{head}sll{size - head - _TIMESPEC.size}x")
+        # SO_TIMESTAMPING (three timespecs, the software one first) or SO_TIMESTAMPNS (one)
+        self.stamp_head = _STAMP_CMSG if channel.icmp.tx_stamps else _STAMPNS_CMSG
         if self.raw_v4:
             # version/IHL, TTL, then the ICMP type (code and checksum skipped), key and signature
             self._headers = struct.Struct(f"!B7xB11xB3xI{SIGNATURE_SIZE}s{bufsize - 40}x")

@@ -208,7 +208,7 @@ class MessageBatch:
 
     After `receive` returned ``n``: entry ``k < n`` has its bytes in `data` from ``k * bufsize``, its control
     messages in `control` from ``k * control_size`` (the rest of that slot zeroed), its source address in
-    `names` from ``k * NAME_SIZE``; `tails` gives ``(control length, flags, length)`` of each, in one pass.
+    `names` from ``k * NAME_SIZE``; `lengths` gives the length of each, in one pass.
     """
 
     def __init__(self, capacity: int, bufsize: int, control_size: int = 256) -> None:
@@ -252,10 +252,6 @@ class MessageBatch:
             raise OSError(code, os.strerror(code))
         return n
 
-    def tails(self, n: int) -> Iterator[tuple[int, int, int]]:
-        """``(control length, flags, length)`` of the first ``n`` entries."""
-        return _TAIL.iter_unpack(self._view[: n * _HDR_SIZE])
-
     def lengths(self, n: int) -> Iterator[tuple[int]]:
         """``(length,)`` of the first ``n`` entries."""
         return _LENGTH.iter_unpack(self._view[: n * _HDR_SIZE])
@@ -286,7 +282,7 @@ class MessageBatch:
         out: list[tuple[int, int, bytes]] = []
         base = k * self.control_size
         end = base + min(controllen, self.control_size)
-        header = _CMSG_HEADER
+        header = CMSG_HEADER
         at = base
         while at + header.size <= end:
             length, level, kind = header.unpack_from(self.control, at)
@@ -299,7 +295,8 @@ class MessageBatch:
 
 NAME_SIZE = 28  # room for a sockaddr_in6
 _FAMILY = struct.Struct("=H")
-_CMSG_HEADER = struct.Struct("@Nii")
+CMSG_HEADER = struct.Struct("@Nii")
+"""A ``struct cmsghdr``: length, level, type."""
 _ALIGN = ctypes.sizeof(ctypes.c_size_t)
 
 
