@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
+import pickle
 import statistics
 from itertools import pairwise
 
@@ -17,6 +19,7 @@ from icmpx._models import (
     EchoResult,
     IPHeader,
     PingStats,
+    PingStatsRow,
     ReceivedPacket,
 )
 from icmpx._stats import RttAccumulator, loss_pct
@@ -250,11 +253,6 @@ def test_sweep_rows_are_the_same_objects_the_constructor_makes(
 ) -> None:
     """Sweeps build their rows through PingStatsRow and __class__ assignment: the result must be a PingStats
     in every respect a user can see (fields, equality, hash, frozen, copy, pickle, no __dict__)."""
-    import copy
-    import pickle
-
-    from icmpx._models import PingStatsRow
-
     loss, lo, avg, hi, sd, jit = figures
     loss = 0.0 if loss is None else loss
     fast = PingStats._row("host", "127.0.0.1", sent, received, loss, lo, avg, hi, sd, jit)
