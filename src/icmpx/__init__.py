@@ -7,7 +7,6 @@ One ICMP socket per address family per client, one reader task demultiplexing ev
 """
 
 from ._client import AsyncClient
-from ._engine import EngineStats, Target
 from ._exceptions import (
     ClientClosedError,
     IcmpxError,
@@ -20,6 +19,7 @@ from ._models import (
     EchoReply,
     EchoRequest,
     EchoResult,
+    EngineStats,
     Hop,
     HopProbe,
     IPHeader,
@@ -28,6 +28,7 @@ from ._models import (
     MtrReport,
     PingStats,
     ReceivedPacket,
+    Target,
     TracerouteResult,
 )
 from ._multiping import DEFAULT_RATE as DEFAULT_SWEEP_RATE

@@ -12,9 +12,9 @@ from typing import Any, Self
 import anyio
 from anyio.abc import TaskGroup
 
-from ._engine import Engine, EngineStats, Target
+from ._engine import Engine
 from ._exceptions import ClientClosedError
-from ._models import EchoResult, MtrReport, PingStats, TracerouteResult
+from ._models import EchoResult, EngineStats, MtrReport, PingStats, Target, TracerouteResult
 from ._mtr import mtr
 from ._multiping import DEFAULT_RATE, collect, stream
 from ._ping import iter_series

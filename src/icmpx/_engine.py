@@ -37,8 +37,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -48,7 +47,8 @@ from . import _mmsg
 from . import _socket as S
 from ._exceptions import ClientClosedError, MalformedPacket
 from ._matching import TIMEOUT, IdentSlot, Outcome, PendingTable, Probe, Sink
-from ._models import MplsLabel
+from ._models import EngineStats, MplsLabel, Target
+from ._pacing import Pacer
 from ._wire import (
     COOKIE_SIZE,
     ECHO_HEADER,
@@ -65,7 +65,7 @@ from ._wire import (
     parse_icmp,
 )
 
-__all__ = ["Engine", "EngineStats", "Pacer", "Target"]
+__all__ = ["Engine"]
 
 _TIMESPEC = struct.Struct("@ll")
 _EXTENDED_ERR = struct.Struct("=IBBBBII")
@@ -138,65 +138,6 @@ class Abortable(Protocol):
     """A call that must be woken when the client closes."""
 
     def abort(self, exc: BaseException) -> None: ...
-
-
-class Target(NamedTuple):
-    """A resolved destination: the name asked for, its address and the socket address to send to.
-
-    `AsyncClient.resolve` returns one; pass ``target.addr`` to the operations to skip resolving again.
-    """
-
-    host: str
-    """The name or literal as it was given."""
-    addr: str
-    """The address, written as the kernel writes it (``inet_ntop``)."""
-    v6: bool
-    """True for an IPv6 address."""
-    sockaddr: tuple[Any, ...]
-    """The socket address the echo requests are sent to."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EngineStats:
-    """Counters of everything the client's sockets sent and read (a snapshot).
-
-    Read it from `AsyncClient.stats` (or `Client.stats`). Counters start at zero when the client opens and
-    only grow; ``pending``, ``sockets`` and ``socket_kinds`` describe the moment of the snapshot.
-    """
-
-    sent: int
-    """Echo requests the kernel accepted."""
-    replies: int
-    """Echo replies matched to a probe."""
-    errors: int
-    """ICMP errors (time exceeded, unreachable, …) matched to a probe."""
-    timeouts: int
-    """Probes that got no answer within their timeout."""
-    send_errors: int
-    """Echo requests the kernel refused to send (their results carry the error)."""
-    foreign: int
-    """Packets for someone else (another program's identifier, another destination)."""
-    forged: int
-    """Our identifier and sequence but the wrong cookie/token: spoofed, or a stale reuse."""
-    late: int
-    """Answers to probes that had already timed out."""
-    duplicates: int
-    """Second answers to probes already answered."""
-    malformed: int
-    """Packets that could not be parsed."""
-    notices: int
-    """Error notices reported through errno by the kernel (ping sockets), handled, not failures."""
-    pending: int
-    """Probes in flight: sent, neither answered nor timed out."""
-    sockets: int
-    """ICMP sockets open: one per family in use, and on ping sockets one more per 65,536 probes in flight."""
-    socket_kinds: tuple[str, ...]
-    """``"raw"`` or ``"dgram"`` for each open socket, e.g. ``("raw",)``."""
-
-    @property
-    def dropped(self) -> int:
-        """Packets read but not delivered: foreign, forged, late, duplicates and malformed together."""
-        return self.foreign + self.forged + self.late + self.duplicates + self.malformed
 
 
 class _Counters:
@@ -1393,23 +1334,3 @@ def _offender(sockaddr: bytes) -> str | None:
 
 def _send_error_name(exc: OSError) -> str:
     return _SEND_ERRNO_NAMES.get(exc.errno or 0, "send-failed")
-
-
-class Pacer:
-    """A token bucket shared by every send of the client: at most ``rate`` packets a second.
-
-    Each send reserves the next slot, so concurrent senders are paced together; a short burst (a tenth of a
-    second's worth) may go out at once after an idle spell.
-    """
-
-    def __init__(self, rate: float) -> None:
-        self._interval = 1.0 / rate
-        self._burst = max(1.0, rate * 0.1) * self._interval
-        self._next = 0.0
-
-    async def wait(self) -> None:
-        now = time.monotonic()
-        slot = max(self._next, now - self._burst)
-        self._next = slot + self._interval
-        if slot > now:
-            await anyio.sleep(slot - now)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from typing import Any, NamedTuple
 
 from ._stats import RttAccumulator, loss_pct
 
@@ -11,6 +12,7 @@ __all__ = [
     "EchoReply",
     "EchoRequest",
     "EchoResult",
+    "EngineStats",
     "Hop",
     "HopProbe",
     "IPHeader",
@@ -19,6 +21,7 @@ __all__ = [
     "MtrReport",
     "PingStats",
     "ReceivedPacket",
+    "Target",
     "TracerouteResult",
 ]
 
@@ -399,3 +402,62 @@ class MtrReport:
     """Cycles completed so far: 1 in the first report."""
     hops: list[MtrHop]
     """One `MtrHop` per TTL, lowest first."""
+
+
+class Target(NamedTuple):
+    """A resolved destination: the name asked for, its address and the socket address to send to.
+
+    `AsyncClient.resolve` returns one; pass ``target.addr`` to the operations to skip resolving again.
+    """
+
+    host: str
+    """The name or literal as it was given."""
+    addr: str
+    """The address, written as the kernel writes it (``inet_ntop``)."""
+    v6: bool
+    """True for an IPv6 address."""
+    sockaddr: tuple[Any, ...]
+    """The socket address the echo requests are sent to."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineStats:
+    """Counters of everything the client's sockets sent and read (a snapshot).
+
+    Read it from `AsyncClient.stats` (or `Client.stats`). Counters start at zero when the client opens and
+    only grow; ``pending``, ``sockets`` and ``socket_kinds`` describe the moment of the snapshot.
+    """
+
+    sent: int
+    """Echo requests the kernel accepted."""
+    replies: int
+    """Echo replies matched to a probe."""
+    errors: int
+    """ICMP errors (time exceeded, unreachable, …) matched to a probe."""
+    timeouts: int
+    """Probes that got no answer within their timeout."""
+    send_errors: int
+    """Echo requests the kernel refused to send (their results carry the error)."""
+    foreign: int
+    """Packets for someone else (another program's identifier, another destination)."""
+    forged: int
+    """Our identifier and sequence but the wrong cookie/token: spoofed, or a stale reuse."""
+    late: int
+    """Answers to probes that had already timed out."""
+    duplicates: int
+    """Second answers to probes already answered."""
+    malformed: int
+    """Packets that could not be parsed."""
+    notices: int
+    """Error notices reported through errno by the kernel (ping sockets), handled, not failures."""
+    pending: int
+    """Probes in flight: sent, neither answered nor timed out."""
+    sockets: int
+    """ICMP sockets open: one per family in use, and on ping sockets one more per 65,536 probes in flight."""
+    socket_kinds: tuple[str, ...]
+    """``"raw"`` or ``"dgram"`` for each open socket, e.g. ``("raw",)``."""
+
+    @property
+    def dropped(self) -> int:
+        """Packets read but not delivered: foreign, forged, late, duplicates and malformed together."""
+        return self.foreign + self.forged + self.late + self.duplicates + self.malformed

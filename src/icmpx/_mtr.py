@@ -17,8 +17,8 @@ from collections.abc import AsyncGenerator
 
 import anyio
 
-from ._engine import Engine, Target
-from ._models import MtrHop, MtrReport
+from ._engine import Engine
+from ._models import MtrHop, MtrReport, Target
 from ._resolve import ReverseResolver
 from ._stats import RttAccumulator, loss_pct
 from ._traceroute import Signal, TraceRound, paris_checksum, reverse_names

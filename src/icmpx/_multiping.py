@@ -17,10 +17,11 @@ from contextlib import aclosing
 import anyio
 import anyio.lowlevel
 
-from ._engine import Engine, Pacer, Target
+from ._engine import Engine
 from ._exceptions import NameResolutionError
 from ._matching import Outcome, Probe
-from ._models import PingStats, PingStatsRow
+from ._models import PingStats, PingStatsRow, Target
+from ._pacing import Pacer
 from ._resolve import normalize_family, resolve, resolve_literal
 from ._stats import RttAccumulator
 

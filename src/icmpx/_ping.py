@@ -7,9 +7,9 @@ from collections.abc import AsyncGenerator
 
 import anyio
 
-from ._engine import Engine, Target
+from ._engine import Engine
 from ._matching import Outcome, Probe
-from ._models import EchoReply, EchoRequest, EchoResult, IPHeader, ReceivedPacket
+from ._models import EchoReply, EchoRequest, EchoResult, IPHeader, ReceivedPacket, Target
 from ._wire import format_ipv4
 
 __all__ = ["SeriesSink", "echo_result", "iter_series"]

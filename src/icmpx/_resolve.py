@@ -9,8 +9,8 @@ import socket
 import anyio
 import anyio.to_thread
 
-from ._engine import Target
 from ._exceptions import NameResolutionError
+from ._models import Target
 
 __all__ = ["ReverseResolver", "normalize_family", "resolve", "resolve_literal"]
 

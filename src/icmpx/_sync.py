@@ -14,9 +14,8 @@ import anyio
 from anyio.from_thread import BlockingPortal
 
 from ._client import AsyncClient
-from ._engine import EngineStats, Target
 from ._exceptions import ClientClosedError
-from ._models import EchoResult, MtrReport, PingStats, TracerouteResult
+from ._models import EchoResult, EngineStats, MtrReport, PingStats, Target, TracerouteResult
 
 __all__ = ["Client"]
 

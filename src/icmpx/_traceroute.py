@@ -18,9 +18,9 @@ from collections.abc import Sequence
 
 import anyio
 
-from ._engine import Engine, Target
+from ._engine import Engine
 from ._matching import Outcome, Probe
-from ._models import Hop, HopProbe, TracerouteResult
+from ._models import Hop, HopProbe, Target, TracerouteResult
 from ._resolve import ReverseResolver
 
 __all__ = ["Signal", "TraceRound", "build_hops", "paris_checksum", "run_round", "traceroute"]
