@@ -27,11 +27,17 @@ __all__ = ["AsyncClient"]
 _MAX_PAYLOAD = {False: 65535 - 20 - 8, True: 65535 - 8}
 
 
-def check_timeout(timeout: float, name: str = "timeout") -> float:
+MAX_TIMEOUT = 7 * 24 * 3600.0
+"""The longest an echo may wait for its answer (one week): deadlines are kept in integer nanoseconds."""
+
+
+def check_timeout(timeout: float, name: str = "timeout", high: float | None = MAX_TIMEOUT) -> float:
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise TypeError(f"{name} must be a number of seconds, not {timeout!r}")
     if not math.isfinite(timeout) or timeout <= 0:
         raise ValueError(f"{name} must be a positive number of seconds, not {timeout!r}")
+    if high is not None and timeout > high:
+        raise ValueError(f"{name} must be at most {high:g} seconds, not {timeout!r}")
     return float(timeout)
 
 
@@ -372,7 +378,8 @@ class AsyncClient:
 
         Takes the same arguments as `ping`. Not a coroutine: iterate over what it returns. Arguments are
         checked when it is called (``ValueError`` before anything is sent); leaving the loop early stops
-        sending.
+        sending. Results flow while the series is being sent (with ``interval=0`` too), and memory follows
+        what is in flight, so ``count`` may be as large as you like.
 
         Yields:
             One `EchoResult` per echo, in sending order.
@@ -500,7 +507,7 @@ class AsyncClient:
         if cycles is not None:
             check_int(cycles, "cycles", 1)
         wait = self.timeout if timeout is None else check_timeout(timeout)
-        every = check_timeout(interval, "interval")  # > 0: a cycle per interval, never a flood
+        every = check_timeout(interval, "interval", None)  # > 0: a cycle per interval, never a flood
         check_int(max_hops, "max_hops", 1, 255)
         size = self.payload_size if payload_size is None else check_payload(payload_size, v6=True)
         normalize_family(family)
