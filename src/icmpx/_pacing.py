@@ -1,29 +1,80 @@
-"""Pacing: a token bucket shared by every send of a client (or of one sweep)."""
+"""Pacing: at most ``rate`` packets in any one-second window, from the first packet on.
+
+A `Pacer` is shared by every send it paces (all of a client's, or one sweep's). Two rules decide when the
+next packet may leave:
+
+* a schedule, one slot every ``1 / rate`` seconds. It starts at the first packet (the bucket starts
+  empty: no start-up burst), and a sender that woke late may catch up on the slots it missed, but on at
+  most `CATCH_UP` of them: after an idle spell at most that many packets go back to back;
+* a sliding window: packet *k* leaves at least one second (plus `WINDOW_MARGIN`, for the time between the
+  pacer's release and the packet's departure) after packet *k - n*, where ``n = max(1, floor(rate))``.
+  That is the promise itself, kept whatever the schedule's catching up and the event loop's lateness do.
+
+Senders are released one at a time, in the order they asked, and each release time is the clock's reading
+at the release, not the time planned for it, so a late wake-up never makes the next packets denser.
+`due` and `record` are the whole decision, with the clock passed in: a test drives them without a loop.
+"""
 
 from __future__ import annotations
 
+import math
 import time
+from array import array
+from collections.abc import Callable
 
 import anyio
 
-__all__ = ["Pacer"]
+__all__ = ["CATCH_UP", "WINDOW_MARGIN", "Pacer"]
+
+CATCH_UP = 4
+"""Slots a late sender may catch up on: the largest burst after an idle spell, in packets, beyond one."""
+
+WINDOW_MARGIN = 0.002
+"""Seconds added to the one-second window, for what happens between a release and the packet's departure."""
 
 
 class Pacer:
-    """A token bucket shared by every send of the client: at most ``rate`` packets a second.
+    """At most ``rate`` packets in any one-second window (see the module docstring).
 
-    Each send reserves the next slot, so concurrent senders are paced together; a short burst (a tenth of a
-    second's worth) may go out at once after an idle spell.
+    Memory: one float per packet of the window (``floor(rate)`` of them at most), filled as packets go.
     """
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        if not rate > 0 or not math.isfinite(rate):
+            raise ValueError(f"rate must be a positive number of packets per second, not {rate!r}")
         self._interval = 1.0 / rate
-        self._burst = max(1.0, rate * 0.1) * self._interval
-        self._next = 0.0
+        self._catch_up = CATCH_UP * self._interval
+        self._window = max(1, math.floor(rate))
+        self._recent = array("d")  # release times of the last `_window` packets, a ring from `_oldest`
+        self._oldest = 0
+        self._next: float | None = None
+        self._clock = clock
+        self._lock: anyio.Lock | None = None
+
+    def due(self, now: float) -> float:
+        """The earliest time the next packet may leave, asked at ``now`` (its slot is then taken)."""
+        slot = now if self._next is None else max(self._next, now - self._catch_up)
+        if len(self._recent) == self._window:
+            slot = max(slot, self._recent[self._oldest] + 1.0 + WINDOW_MARGIN)
+        self._next = slot + self._interval
+        return slot
+
+    def record(self, at: float) -> None:
+        """A packet was released at ``at``."""
+        recent = self._recent
+        if len(recent) < self._window:
+            recent.append(at)
+        else:
+            recent[self._oldest] = at
+            self._oldest = (self._oldest + 1) % self._window
 
     async def wait(self) -> None:
-        now = time.monotonic()
-        slot = max(self._next, now - self._burst)
-        self._next = slot + self._interval
-        if slot > now:
-            await anyio.sleep(slot - now)
+        """Return when the next packet may be sent (send it at once, without awaiting anything first)."""
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        async with self._lock:
+            clock = self._clock
+            slot = self.due(clock())
+            while (now := clock()) < slot:  # noqa: ASYNC110 -- sleeps until a time, re-read after waking
+                await anyio.sleep(slot - now)
+            self.record(now)

@@ -1,0 +1,103 @@
+"""The pacer: never more than ``rate`` packets in any one-second window, the first included.
+
+The decision (`Pacer.due` / `Pacer.record`) is driven here with a fake clock and a fake event loop that
+wakes late; `Pacer.wait` once on the real clock. The same promise on the wire: tests/test_lab_pacing.py.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import random
+import time
+
+import anyio
+import pytest
+
+from icmpx._pacing import CATCH_UP, Pacer
+
+
+def most_in_a_window(times: list[float], window: float = 1.0) -> int:
+    """The largest number of ``times`` in any half-open window ``[t, t + window)``."""
+    times = sorted(times)
+    return max((bisect.bisect_left(times, t + window) - i for i, t in enumerate(times)), default=0)
+
+
+def drive(
+    pacer: Pacer, packets: int, *, start: float = 1000.0, late: float = 0.0, seed: int = 1
+) -> list[float]:
+    """Release ``packets`` from one sender that wakes up to ``late`` seconds after each slot it sleeps
+    for (as a loaded event loop does); returns the release times."""
+    rng = random.Random(seed)
+    now = start
+    times = []
+    for _ in range(packets):
+        slot = pacer.due(now)
+        if slot > now:
+            now = slot + rng.uniform(0, late)
+        pacer.record(now)
+        times.append(now)
+        now += 2e-6  # the send itself
+    return times
+
+
+@pytest.mark.parametrize("rate", [1.0, 7.5, 100.0, 500.0, 10_000.0])
+@pytest.mark.parametrize("late", [0.0, 0.0003, 0.002])
+def test_never_more_than_rate_in_any_second(rate: float, late: float) -> None:
+    times = drive(Pacer(rate), int(rate * 4) + 3, late=late)
+    assert most_in_a_window(times) <= int(rate)
+
+
+@pytest.mark.parametrize("rate", [10.0, 500.0, 10_000.0])
+def test_no_start_up_burst(rate: float) -> None:
+    """The bucket starts empty: the first tenth of a second carries a tenth of the rate (plus the first)."""
+    times = drive(Pacer(rate), int(rate))
+    start = times[0]
+    assert sum(t < start + 0.1 for t in times) <= rate * 0.1 + 1
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 1 / rate - 1e-9
+
+
+@pytest.mark.parametrize("rate", [500.0, 10_000.0])
+def test_the_rate_is_kept_up_despite_late_wake_ups(rate: float) -> None:
+    """Catching up on a few missed slots keeps the long-run rate close to the cap (above 95% of it)
+    when every wake-up is up to half a millisecond late."""
+    times = drive(Pacer(rate), int(rate * 5), late=0.0005)
+    achieved = (len(times) - 1) / (times[-1] - times[0])
+    assert 0.95 * rate <= achieved <= rate
+
+
+def test_after_an_idle_spell_the_burst_is_a_few_packets() -> None:
+    rate = 1000.0
+    pacer = Pacer(rate)
+    first = drive(pacer, 50)
+    later = drive(pacer, 50, start=first[-1] + 5.0)  # five seconds of silence
+    back_to_back = sum(b - a < 0.5 / rate for a, b in itertools.pairwise(later))
+    assert back_to_back <= CATCH_UP
+    assert most_in_a_window(first + later) <= rate
+
+
+@pytest.mark.parametrize("rate", [0.0, -1.0, float("inf"), float("nan")])
+def test_a_rate_must_be_positive_and_finite(rate: float) -> None:
+    with pytest.raises(ValueError, match="rate"):
+        Pacer(rate)
+
+
+@pytest.mark.anyio
+async def test_wait_on_the_real_clock_from_concurrent_senders() -> None:
+    """Four tasks sharing one pacer at 500/s: 1,100 releases, never 501 in a second, 51 in the first 0.1 s."""
+    pacer = Pacer(500)
+    times: list[float] = []
+
+    async def sender(n: int) -> None:
+        for _ in range(n):
+            await pacer.wait()
+            times.append(time.monotonic())
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(sender, 275)
+    assert most_in_a_window(times) <= 500
+    assert sum(t < times[0] + 0.1 for t in times) <= 51
+    assert times[-1] - times[0] < 2.5  # and it does not crawl: ~2.2 s for 1,100 at 500/s
