@@ -127,3 +127,24 @@ def test_multiping_rate_holds_in_every_second_from_the_start(
     assert most_in_a_window(times) <= rate
     # ... and the rate is used: 1,300 at 500/s take about 2.6 s.
     assert times[-1] - start < 3.0
+
+
+def test_mtr_through_a_silent_hop_sends_only_what_its_cycles_need(
+    make_lab: Callable[..., Lab], tmp_path: Path
+) -> None:
+    """Cycles start every 0.2 s, each waits 2 s for the silent hop: the first round probes all 30 TTLs, the
+    four others (started before the first completes) only up to the destination, learnt from its first
+    answer. (Every round probing 30 TTLs until the first completed: 150 echo requests.)"""
+    lab = make_lab(3, silent=[2])
+    destination_ttl = 4
+    with counted_echo_requests(lab, tmp_path) as stop:
+        out = icmpx_cli(lab, "mtr", "-c", "5", "-i", "0.2", "-W", "2", "-n", "--json", lab.target4)
+        times = stop()
+    report = json.loads(out)
+    assert report["cycles"] == 5
+    hops = report["hops"]
+    assert [h["ttl"] for h in hops] == [1, 2, 3, 4]
+    assert hops[-1]["addr"] == lab.target4
+    assert hops[1]["addr"] is None  # the silent hop
+    assert all(h["sent"] == 5 for h in hops)
+    assert len(times) <= 30 + 4 * destination_ttl, f"{len(times)} echo requests for 5 cycles"
