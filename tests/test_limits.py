@@ -3,6 +3,8 @@ limit (never OverflowError or MemoryError); and long series stream their results
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tracemalloc
 from contextlib import aclosing
 
@@ -107,3 +109,49 @@ async def test_iter_ping_with_no_interval_yields_while_sending() -> None:
         assert seqs == [(seqs[0] + i) % 65536 for i in range(count)]  # still in sequence order
         assert sent_at_first is not None
         assert sent_at_first <= count // 10, f"first result after {sent_at_first} of {count} sends"
+
+
+_EXHAUSTED = """
+import os, resource, sys
+import anyio, icmpx
+
+free, backend = int(sys.argv[1]), sys.argv[2]
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+async def main():
+    async with icmpx.AsyncClient(timeout=1) as client:
+        held = []
+        try:
+            while True:
+                held.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            pass
+        for _ in range(free):
+            os.close(held.pop())
+        try:
+            result = await client.probe("127.0.0.1")
+            print("answered", result.error)
+        except icmpx.IcmpxError as exc:
+            print(type(exc).__name__, exc.errno)
+        except OSError as exc:
+            print("bare", type(exc).__name__, exc.errno)
+        for fd in held:
+            os.close(fd)
+
+anyio.run(main, backend=backend)
+"""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize(
+    ("free", "expected"), [(0, "SocketError 24"), (1, "answered None"), (2, "answered None")]
+)
+def test_descriptor_exhaustion_is_the_librarys_error(backend: str, free: int, expected: str) -> None:
+    """With no descriptor left the ICMP socket cannot open: `SocketError` (EMFILE), an `IcmpxError`. With
+    exactly one left, the socket opens and the timestamp warm-up (which needs a second one) gives way; it
+    used to raise a bare OSError."""
+    done = subprocess.run(
+        [sys.executable, "-c", _EXHAUSTED, str(free), backend], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == expected

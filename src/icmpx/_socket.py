@@ -140,9 +140,10 @@ def _configure(sock: socket.socket, *, v6: bool, raw: bool, source: str | None, 
         if source is not None or not raw:
             # A ping socket's identifier is its port: bind now so getsockname() tells it before any send.
             sock.bind((source or ("::" if v6 else "0.0.0.0"), 0))
+        ident = None if raw else sock.getsockname()[1]
+        receive_buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     except OSError as exc:
         raise SocketError(exc.errno, f"cannot configure the ICMP socket: {exc.strerror}") from exc
-    ident = None if raw else sock.getsockname()[1]
     wait_for_receive_timestamps()
     return IcmpSocket(
         sock=sock,
@@ -150,7 +151,7 @@ def _configure(sock: socket.socket, *, v6: bool, raw: bool, source: str | None, 
         raw=raw,
         ident=ident,
         default_ttl=ttl,
-        receive_buffer=sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+        receive_buffer=receive_buffer,
         tx_stamps=tx_stamps,
     )
 
@@ -192,7 +193,11 @@ def wait_for_receive_timestamps(bound: float = 0.05) -> bool:
     global _timestamps_ready
     if _timestamps_ready:
         return True
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        # Best effort: without a descriptor to spare (EMFILE), say so and let the caller go on.
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    except OSError:
+        return False
     try:
         probe.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         probe.bind(("127.0.0.1", 0))
