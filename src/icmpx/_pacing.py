@@ -4,8 +4,9 @@ A `Pacer` is shared by every send it paces (all of a client's, or one sweep's). 
 next packet may leave:
 
 * a schedule, one slot every ``1 / rate`` seconds. It starts at the first packet (the bucket starts
-  empty: no start-up burst), and a sender that woke late may catch up on the slots it missed, but on at
-  most `CATCH_UP` of them: after an idle spell at most that many packets go back to back;
+  empty: no start-up burst), and senders the event loop woke late may catch up on the slots they missed,
+  but only on those of the last `CATCH_UP` seconds (and at least 4): a slow loop still gets close to
+  ``rate``, and after an idle spell at most ``max(4, CATCH_UP * rate)`` packets go back to back;
 * a sliding window: packet *k* leaves at least one second (plus `WINDOW_MARGIN`, for the time between the
   pacer's release and the packet's departure) after packet *k - n*, where ``n = max(1, floor(rate))``.
   That is the promise itself, kept whatever the schedule's catching up and the event loop's lateness do.
@@ -26,8 +27,9 @@ import anyio
 
 __all__ = ["CATCH_UP", "WINDOW_MARGIN", "Pacer"]
 
-CATCH_UP = 4
-"""Slots a late sender may catch up on: the largest burst after an idle spell, in packets, beyond one."""
+CATCH_UP = 0.02
+"""Seconds of missed slots a late sender may catch up on (at least 4 slots): the largest burst after an idle
+spell is that many seconds' worth of packets, beyond the first."""
 
 WINDOW_MARGIN = 0.002
 """Seconds added to the one-second window, for what happens between a release and the packet's departure."""
@@ -36,6 +38,8 @@ WINDOW_MARGIN = 0.002
 class Pacer:
     """At most ``rate`` packets in any one-second window (see the module docstring).
 
+    `catch_up` is the most packets that may go back to back (after an idle spell, or a slow event loop).
+
     Memory: one float per packet of the window (``floor(rate)`` of them at most), filled as packets go.
     """
 
@@ -43,13 +47,17 @@ class Pacer:
         if not rate > 0 or not math.isfinite(rate):
             raise ValueError(f"rate must be a positive number of packets per second, not {rate!r}")
         self._interval = 1.0 / rate
-        self._catch_up = CATCH_UP * self._interval
+        self._catch_up = max(CATCH_UP, 4 * self._interval)
         self._window = max(1, math.floor(rate))
         self._recent = array("d")  # release times of the last `_window` packets, a ring from `_oldest`
         self._oldest = 0
         self._next: float | None = None
         self._clock = clock
         self._lock: anyio.Lock | None = None
+
+    @property
+    def catch_up(self) -> int:
+        return round(self._catch_up / self._interval)
 
     def due(self, now: float) -> float:
         """The earliest time the next packet may leave, asked at ``now`` (its slot is then taken)."""
@@ -72,9 +80,27 @@ class Pacer:
         """Return when the next packet may be sent (send it at once, without awaiting anything first)."""
         if self._lock is None:
             self._lock = anyio.Lock()
+        clock = self._clock
+        if not self._lock.locked():
+            # Nobody is waiting: when the slot has come, no await at all (the common case of a sender
+            # that is itself slower than the rate); otherwise sleep holding the lock, so later callers
+            # queue behind this one.
+            now = clock()
+            slot = self.due(now)
+            if slot <= now:
+                self.record(now)
+                return
+            self._lock.acquire_nowait()
+            try:
+                await self._sleep_until(slot)
+            finally:
+                self._lock.release()
+            return
         async with self._lock:
-            clock = self._clock
-            slot = self.due(clock())
-            while (now := clock()) < slot:  # noqa: ASYNC110 -- sleeps until a time, re-read after waking
-                await anyio.sleep(slot - now)
-            self.record(now)
+            await self._sleep_until(self.due(clock()))
+
+    async def _sleep_until(self, slot: float) -> None:
+        clock = self._clock
+        while (now := clock()) < slot:  # noqa: ASYNC110 -- sleeps until a time, re-read after waking
+            await anyio.sleep(slot - now)
+        self.record(now)
