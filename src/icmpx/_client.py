@@ -205,7 +205,7 @@ class AsyncClient:
             RawSocketPermissionError: neither kind may be opened by this process.
         """
         v6 = normalize_family(family) == socket.AF_INET6
-        return self._require_engine().socket_kind(v6)
+        return await self._require_engine().socket_kind(v6)
 
     async def resolve(self, host: str, *, family: int | None = None) -> Target:
         """Resolve a host name or address literal, off the event loop, as the operations do.

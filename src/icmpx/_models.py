@@ -456,8 +456,28 @@ class EngineStats:
     """ICMP sockets open: one per family in use, and on ping sockets one more per 65,536 probes in flight."""
     socket_kinds: tuple[str, ...]
     """``"raw"`` or ``"dgram"`` for each open socket, e.g. ``("raw",)``."""
+    bad_checksum: int = 0
+    """ICMPv4 packets whose checksum failed (raw sockets; the kernel checks the others itself)."""
+    weak: int = 0
+    """ICMP errors matched on a short quote (identifier, sequence and checksum, not the whole signature);
+    also counted in ``errors``; their results say ``weak=True``."""
+    refused: int = 0
+    """Short-quote ICMP errors not accepted: the client refuses weak matches (``accept_weak=False``), or the
+    quote could not be verified (ICMPv6 on a ping socket)."""
+    kernel_drops: int = 0
+    """Packets the kernel dropped because a socket's receive buffer was full (``SO_RXQ_OVFL``'s count):
+    loss inside this host, not on the network."""
 
     @property
     def dropped(self) -> int:
-        """Packets read but not delivered: foreign, forged, late, duplicates and malformed together."""
-        return self.foreign + self.forged + self.late + self.duplicates + self.malformed
+        """Packets read but not delivered: foreign, forged, late, duplicates, malformed, bad checksum and
+        refused together."""
+        return (
+            self.foreign
+            + self.forged
+            + self.late
+            + self.duplicates
+            + self.malformed
+            + self.bad_checksum
+            + self.refused
+        )
