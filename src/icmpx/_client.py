@@ -92,6 +92,10 @@ class AsyncClient:
         payload_size: Payload bytes after the 8-byte ICMP header (default 56); calls may override it.
         rate: A cap in packets per second on everything the client sends, all calls together; ``None``
             (default) or 0 for no cap.
+        accept_weak: Accept ICMP errors whose quote is too short to carry the probe's whole signature
+            (RFC 792 asks routers for only the IP header and 8 bytes), matched on identifier, sequence and
+            checksum; their results say ``weak=True`` (default True). ``False`` drops them (counted in
+            `EngineStats.refused`): a router that quotes so little then looks silent.
 
     Raises:
         ValueError: An argument is out of range (``TypeError`` for one of the wrong type).
@@ -107,6 +111,7 @@ class AsyncClient:
         ttl: int = 64,
         payload_size: int = 56,
         rate: float | None = None,
+        accept_weak: bool = True,
     ) -> None:
         self.timeout = check_timeout(timeout)
         if privileged not in (None, True, False):
@@ -117,6 +122,7 @@ class AsyncClient:
         self.ttl = check_int(ttl, "ttl", 1, 255)
         self.payload_size = check_payload(payload_size, v6=True)
         self.rate = check_rate(rate)
+        self.accept_weak = bool(accept_weak)
         self._engine: Engine | None = None
         self._task_group: TaskGroup | None = None
         self._closed = False
@@ -138,6 +144,7 @@ class AsyncClient:
             ttl=self.ttl,
             rate=self.rate,
             spawn=task_group.start_soon,
+            accept_weak=self.accept_weak,
         )
         task_group.start_soon(self._engine.run_timer)
         return self

@@ -129,6 +129,9 @@ class EchoResult:
     """What answered (echo reply or ICMP error), ``None`` when nothing did."""
     error: str | None
     """``None``, ``"timeout"`` or the ICMP error's kebab-case name."""
+    weak: bool = False
+    """True for an ICMP error matched on a short quote (identifier, sequence and checksum: the router
+    quoted too little of the probe for its whole signature). See `AsyncClient`'s ``accept_weak``."""
 
     @property
     def ok(self) -> bool:
@@ -159,6 +162,8 @@ class HopProbe:
     another ICMP error name (``"host-unreachable"``, ...)."""
     mpls: tuple[MplsLabel, ...] = ()
     """RFC 4950 label stack the router quoted, outermost first (empty if none)."""
+    weak: bool = False
+    """True when the router's error was matched on a short quote (see `EchoResult.weak`)."""
 
     @property
     def answered(self) -> bool:
