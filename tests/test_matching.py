@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 
@@ -50,7 +51,7 @@ def test_sequences_are_random_distinct_and_skip_those_in_flight() -> None:
     probes = [send(table, 10) for _ in range(2000)]
     seqs = [p.seq for p in probes]
     assert len(set(seqs)) == len(seqs)  # none in flight twice
-    steps = [(b - a) % SEQ_SPACE for a, b in zip(seqs, seqs[1:], strict=False)]
+    steps = [(b - a) % SEQ_SPACE for a, b in itertools.pairwise(seqs)]
     # Consecutive sequences are not a predictable step apart: the most common step is rare.
     assert max(steps.count(step) for step in set(steps)) < 10
     assert {p.key for p in probes} == {(7 << 16) | p.seq for p in probes}
