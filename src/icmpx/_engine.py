@@ -541,6 +541,7 @@ class Engine:
         if icmp.raw:
             table.add_slot(IdentSlot(random.randrange(1, 0x10000), first))
             S.filter_idents(icmp.sock, v6=v6, idents=table.idents)
+            S.discard_queued(icmp.sock)  # what came before the filter: not ours, nothing is sent yet
         else:
             assert icmp.ident is not None
             table.add_slot(IdentSlot(icmp.ident, first))

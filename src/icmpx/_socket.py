@@ -331,3 +331,18 @@ def kernel_drops(sock: socket.socket) -> int:
         return 0
     drops: int = struct.unpack_from("=9I", info)[_SK_MEMINFO_DROPS]
     return drops
+
+
+def discard_queued(sock: socket.socket) -> int:
+    """Read and drop what a new socket queued before its filters were attached (other programs' packets:
+    nothing of ours is in flight yet); how many."""
+    dropped = 0
+    for _ in range(100_000):
+        try:
+            sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            continue  # a pending error reported by errno: consumed by this read
+        dropped += 1
+    return dropped
