@@ -67,7 +67,11 @@ def worker(filtered: bool, count: int) -> dict[str, Any]:
                 await anyio.sleep(0.05)
             used = _cpu() - cpu
             stats = client.stats
-        return {"cpu_s": used, "foreign_counted": stats.foreign, "kernel_drops": getattr(stats, "kernel_drops", None)}
+        return {
+            "cpu_s": used,
+            "foreign_counted": stats.foreign,
+            "kernel_drops": getattr(stats, "kernel_drops", None),
+        }
 
     return anyio.run(main)
 
