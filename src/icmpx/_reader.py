@@ -42,6 +42,7 @@ _ANCILLARY = 512
 _RECV_BATCH = 256  # packets per recvmmsg call
 _ERROR_BATCH = 256  # error-queue entries per recvmmsg call
 _ERROR_CONTROL = 256
+_BUFFER_BYTES = 4 * 1024 * 1024
 _TIMESPEC = struct.Struct("@ll")
 _EXTENDED_ORIGIN = struct.Struct("=4xB")
 # What SO_TIMESTAMPING / SO_TIMESTAMPNS put first on a received packet: the cmsg header of the receive time.
@@ -224,7 +225,9 @@ class BatchReader(_Base):
         messages, decoder = self._messages, self._decoder
         bufsize = self.receiver.bufsize
         if messages is None or decoder is None or messages.bufsize < bufsize:
-            messages = self._messages = _mmsg.MessageBatch(_RECV_BATCH, bufsize, 128)
+            # Large payloads get fewer slots: the buffers stay within a few MiB whatever the size.
+            capacity = max(16, min(_RECV_BATCH, _BUFFER_BYTES // bufsize))
+            messages = self._messages = _mmsg.MessageBatch(capacity, bufsize, 128)
             decoder = self._decoder = BatchDecoder(
                 self.channel.classifier,
                 data=messages.data,
