@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 SEQ_SPACE = 1 << 16
+_CROWDED = SEQ_SPACE * 3 // 4  # past this many in flight, draw from a list of the free sequences
 
 
 class Outcome(NamedTuple):
@@ -141,12 +142,14 @@ class Probe:
 class IdentSlot:
     """One identifier and how many of its sequences are in flight."""
 
-    __slots__ = ("channel", "ident", "in_flight")
+    __slots__ = ("channel", "free", "ident", "in_flight")
 
     def __init__(self, ident: int, channel: Any = None) -> None:
         self.ident = ident
         self.channel = channel
         self.in_flight = 0
+        self.free: list[int] = []
+        """Free sequences to draw from once the identifier is crowded (see `PendingTable.allocate_run`)."""
 
 
 Entropy = Callable[[int], bytes]
@@ -249,14 +252,42 @@ class PendingTable:
         probes = self._probes
         base = slot.ident << 16
         room = min(count, SEQ_SPACE - slot.in_flight)
+        if slot.in_flight + room > _CROWDED:
+            return slot, self._draw_crowded(slot, room)
         # Each a random draw, moved on to the next free sequence when that one is taken (in flight, or
-        # already in this run): O(1) each while the identifier is far from full, and there is always room.
+        # already in this run): O(1) each while the identifier is far from full.
         seqs: dict[int, None] = {}
         for seq in self.random.u16(room):
             while (base | seq) in probes or seq in seqs:
                 seq = (seq + 1) & 0xFFFF
             seqs[seq] = None
         return slot, list(seqs)
+
+    def _draw_crowded(self, slot: IdentSlot, room: int) -> list[int]:
+        """``room`` random free sequences of an identifier that is filling up: drawn from a list of the
+        free ones (rebuilt when it runs dry), so the cost stays O(1) each however full it gets."""
+        probes = self._probes
+        base = slot.ident << 16
+        free = slot.free
+        picked: list[int] = []
+        taken: set[int] = set()
+        while len(picked) < room:
+            if not free:
+                free = [seq for seq in range(SEQ_SPACE) if (base | seq) not in probes and seq not in taken]
+                if not free:
+                    break
+            for draw in self.random.u16(min(room - len(picked), len(free))):
+                at = draw % len(free)
+                seq = free[at]
+                free[at] = free[-1]
+                free.pop()
+                if (base | seq) not in probes:
+                    picked.append(seq)
+                    taken.add(seq)
+                if not free:
+                    break
+        slot.free = free
+        return picked
 
     def _free_slot(self) -> IdentSlot:
         for _ in range(len(self._slots)):
