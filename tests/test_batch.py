@@ -31,7 +31,7 @@ def rtts(rows: list[icmpx.PingStats]) -> list[float]:
 async def sweep(n: int, **options: Any) -> tuple[list[icmpx.PingStats], icmpx.EngineStats, bool]:
     async with icmpx.AsyncClient(timeout=2) as client:
         rows = await client.multiping(loopback(n), rate=None, **options)
-        return rows, client.stats, client._engine._batching
+        return rows, client.stats, client._engine._sender.enabled
 
 
 def test_batches_are_possible_here() -> None:

@@ -32,9 +32,10 @@ def test_seed_sync_example() -> None:
             assert resultado.reply.received_packet.ip_header.src_addr == "127.0.0.1"
             assert 0 <= resultado.reply.rtt < 100
             assert resultado.error is None
-        # Sequence order, one identifier, consecutive sequences on an otherwise idle client.
+        # One identifier, distinct wire sequences (random: a target cannot predict the next one).
         seqs = [r.request.seq for r in resultados]
-        assert seqs == [(seqs[0] + i) % 65536 for i in range(3)]
+        assert len(set(seqs)) == 3
+        assert len({r.request.ident for r in resultados}) == 1
 
 
 @pytest.mark.parametrize(("host", "family"), [("127.0.0.1", 4), ("::1", 6)])
@@ -158,8 +159,12 @@ async def test_forged_truncated_and_random_packets_are_dropped_and_counted() -> 
                 injector.sendto(bytes(forged), ("127.0.0.1", 0))
                 # A Time Exceeded whose quote stops inside the IP header (the kernel itself drops ICMP
                 # shorter than 8 bytes, so truncation is tested where it can reach us: in the quote).
-                injector.sendto(bytes([11, 0, 0, 0, 0, 0, 0, 0, 0x45]) + os.urandom(9), ("127.0.0.1", 0))
-                noise = bytes([0]) + os.urandom(rng.randrange(7, 64))  # an "echo reply" of random bytes
+                cut = bytearray([11, 0, 0, 0, 0, 0, 0, 0, 0x45]) + os.urandom(9)
+                cut[2:4] = struct.pack("!H", _wire.checksum(cut))
+                injector.sendto(bytes(cut), ("127.0.0.1", 0))
+                # An "echo reply" of random bytes: another identifier (the kernel's filter keeps it out) or,
+                # rarely, ours with a wrong checksum.
+                noise = bytes([0]) + os.urandom(rng.randrange(7, 64))
                 injector.sendto(noise, ("127.0.0.1", 0))
 
         async with anyio.create_task_group() as tg:
@@ -307,8 +312,7 @@ async def test_ping_sends_on_schedule_without_waiting_for_replies(quiet: str) ->
 async def test_iter_ping_yields_in_sequence_order() -> None:
     async with icmpx.AsyncClient(timeout=1) as client:
         seen = [r async for r in client.iter_ping("127.0.0.1", count=4, interval=0.01)]
-        first = seen[0].request.seq
-        assert [r.request.seq for r in seen] == [(first + i) % 65536 for i in range(4)]
+        assert len({r.request.seq for r in seen}) == 4  # order: see the 1-based position
         assert all(r.ok for r in seen)
 
 

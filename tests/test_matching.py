@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,15 +24,16 @@ class NullSink:
 SINK = NullSink()
 
 
-def make_table(memory: int = 65536, first_seq: int = 0) -> tuple[PendingTable, list[int]]:
+def make_table(memory: int = 65536, seed: int = 0) -> tuple[PendingTable, list[int]]:
     made: list[int] = []
 
     def new_ident() -> IdentSlot:
         made.append(1000 + len(made))
         return IdentSlot(made[-1])
 
-    table = PendingTable(new_ident, memory=memory)
-    table.add_slot(IdentSlot(7, first_seq=first_seq))
+    rng = random.Random(seed)
+    table = PendingTable(new_ident, memory=memory, entropy=rng.randbytes)
+    table.add_slot(IdentSlot(7))
     return table, made
 
 
@@ -40,12 +45,39 @@ def send(table: PendingTable, deadline_ns: int, timeout_ns: int = 100, signature
     return probe
 
 
-def test_sequences_are_consecutive_and_skip_those_in_flight() -> None:
-    table, _ = make_table(first_seq=SEQ_SPACE - 2)
-    probes = [send(table, 10) for _ in range(4)]
-    assert [p.seq for p in probes] == [SEQ_SPACE - 2, SEQ_SPACE - 1, 0, 1]  # wraps around
+def test_sequences_are_random_distinct_and_skip_those_in_flight() -> None:
+    # Finding: sequences grew by one per probe, so a target that saw one request knew the next ones.
+    table, _ = make_table(seed=1)
+    probes = [send(table, 10) for _ in range(2000)]
+    seqs = [p.seq for p in probes]
+    assert len(set(seqs)) == len(seqs)  # none in flight twice
+    steps = [(b - a) % SEQ_SPACE for a, b in itertools.pairwise(seqs)]
+    # Consecutive sequences are not a predictable step apart: the most common step is rare.
+    assert max(steps.count(step) for step in set(steps)) < 10
     assert {p.key for p in probes} == {(7 << 16) | p.seq for p in probes}
-    assert len(table) == 4
+    assert len(table) == 2000
+
+
+def test_sequences_come_from_the_entropy_given() -> None:
+    """Same entropy, same sequences; other entropy, other sequences: nothing else decides them."""
+    first = [send(make_table(seed=5)[0], 10).seq for _ in range(1)]
+    again = [send(make_table(seed=5)[0], 10).seq for _ in range(1)]
+    tables = [make_table(seed=seed)[0] for seed in range(20)]
+    assert first == again
+    assert len({send(table, 10).seq for table in tables}) > 15
+
+
+def test_tokens_are_drawn_from_the_entropy_in_bulk() -> None:
+    calls: list[int] = []
+
+    def entropy(n: int) -> bytes:
+        calls.append(n)
+        return os.urandom(n)
+
+    table = PendingTable(lambda: IdentSlot(9), entropy=entropy)
+    tokens = [table.random.token() for _ in range(1000)] + table.random.u32(500)
+    assert len(set(tokens)) > 1490  # 32-bit random numbers: collisions are rare
+    assert len(calls) == 1  # one draw of 4096 tokens served them all
 
 
 def test_a_full_identifier_moves_on_to_a_new_one() -> None:
@@ -121,17 +153,17 @@ def test_drain_empties_everything(memory: int) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(
-    first_seq=st.integers(0, SEQ_SPACE - 1),
-    busy=st.lists(st.integers(0, 40), max_size=20),
+    seed=st.integers(0, 2**32),
+    busy=st.lists(st.integers(0, SEQ_SPACE - 1), max_size=200),
     want=st.integers(1, 60),
 )
 def test_allocate_run_gives_free_distinct_sequences_of_one_identifier(
-    first_seq: int, busy: list[int], want: int
+    seed: int, busy: list[int], want: int
 ) -> None:
-    table, _ = make_table(first_seq=first_seq)
-    # Some sequences just ahead are in flight already.
-    for offset in sorted(set(busy)):
-        probe = Probe("127.0.0.1", 7, (first_seq + offset) % SEQ_SPACE, 64, 56, b"x", SINK)
+    table, _ = make_table(seed=seed)
+    # Some sequences are in flight already.
+    for seq in sorted(set(busy)):
+        probe = Probe("127.0.0.1", 7, seq, 64, 56, b"x", SINK)
         probe.deadline_ns = 1000
         table.add(probe, 1000)
     in_flight = {p.key for p in table}
@@ -150,6 +182,19 @@ def test_allocate_run_gives_free_distinct_sequences_of_one_identifier(
     expired = table.expire(50)
     assert set(expired) == set(probes)
     assert len(table) == len(in_flight)
+
+
+@pytest.mark.parametrize("busy", [SEQ_SPACE // 2 + 1, SEQ_SPACE - 100])
+def test_allocate_run_on_a_crowded_identifier_draws_from_what_is_free(busy: int) -> None:
+    table, _ = make_table(seed=3)
+    for seq in range(busy):
+        table.add(Probe("127.0.0.1", 7, seq, 64, 56, b"x", SINK), 100)
+    slot, seqs = table.allocate_run(50)
+    assert slot.ident == 7
+    assert len(set(seqs)) == 50
+    assert all(seq >= busy for seq in seqs)
+    if busy < SEQ_SPACE - 1000:
+        assert seqs != sorted(seqs)  # random draws, not the next free ones in order
 
 
 def test_allocate_run_stops_where_the_identifier_is_full() -> None:

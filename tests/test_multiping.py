@@ -159,7 +159,7 @@ class FakeEngine:
         self.rounds: collections.Counter[int] = collections.Counter()  # echoes sent per row
         self.discarded = 0
 
-    def socket_kind(self, v6: bool) -> str:
+    async def socket_kind(self, v6: bool) -> str:
         return "raw"  # no socket to open
 
     def _answer(self, target: Any, sink: Any, tag: int, probes: list[Any] | None) -> Any:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "icmpx"
-PURE = ["_wire", "_stats", "_models", "_matching"]
+PURE = ["_wire", "_stats", "_models", "_matching", "_classify"]
 
 FORBIDDEN = frozenset(
     {"socket", "anyio", "asyncio", "trio", "time", "select", "selectors", "os", "threading"}

@@ -99,6 +99,10 @@ class AsyncClient:
         payload_size: Payload bytes after the 8-byte ICMP header (default 56); calls may override it.
         rate: A cap in packets per second on everything the client sends, all calls together; ``None``
             (default) or 0 for no cap.
+        accept_weak: Accept ICMP errors whose quote is too short to carry the probe's whole signature
+            (RFC 792 asks routers for only the IP header and 8 bytes), matched on identifier, sequence and
+            checksum; their results say ``weak=True`` (default True). ``False`` drops them (counted in
+            `EngineStats.refused`): a router that quotes so little then looks silent.
 
     Raises:
         ValueError: An argument is out of range (``TypeError`` for one of the wrong type).
@@ -114,6 +118,7 @@ class AsyncClient:
         ttl: int = 64,
         payload_size: int = 56,
         rate: float | None = None,
+        accept_weak: bool = True,
     ) -> None:
         self.timeout = check_timeout(timeout)
         if privileged not in (None, True, False):
@@ -124,6 +129,7 @@ class AsyncClient:
         self.ttl = check_int(ttl, "ttl", 1, 255)
         self.payload_size = check_payload(payload_size, v6=True)
         self.rate = check_rate(rate)
+        self.accept_weak = bool(accept_weak)
         self._engine: Engine | None = None
         self._task_group: TaskGroup | None = None
         self._host: int | None = None  # the task that entered the task group (only it may leave it)
@@ -166,6 +172,7 @@ class AsyncClient:
                     ttl=self.ttl,
                     rate=self.rate,
                     spawn=tasks.start_soon,
+                    accept_weak=self.accept_weak,
                 )
                 tasks.start_soon(self._engine.run_timer)
                 task_status.started()
@@ -249,7 +256,7 @@ class AsyncClient:
             RawSocketPermissionError: neither kind may be opened by this process.
         """
         v6 = normalize_family(family) == socket.AF_INET6
-        return self._require_engine().socket_kind(v6)
+        return await self._require_engine().socket_kind(v6)
 
     async def resolve(self, host: str, *, family: int | None = None) -> Target:
         """Resolve a host name or address literal, off the event loop, as the operations do.

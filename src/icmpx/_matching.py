@@ -7,10 +7,16 @@ A probe is keyed by ``ident << 16 | seq``. Each identifier offers 65,536 sequenc
 identifier's sequences are in flight the allocator moves on to the next identifier, and asks its owner for
 a new one (a new random identifier on a raw socket, a new ping socket, since there the kernel owns the
 identifier) when every identifier it has is full.
+
+Sequences and tokens are drawn at random from the operating system's CSPRNG (``os.urandom``, passed in by
+the engine, read in bulk): a
+target that sees some of our probes learns nothing about the sequence or token of any other, so it cannot
+answer for a probe it did not receive (see docs/security.md).
 """
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, Protocol
@@ -19,14 +25,17 @@ from ._models import MplsLabel
 
 __all__ = [
     "TIMEOUT",
+    "Entropy",
     "IdentSlot",
     "Outcome",
     "PendingTable",
     "Probe",
+    "RandomPool",
     "Sink",
 ]
 
 SEQ_SPACE = 1 << 16
+_CROWDED = SEQ_SPACE * 3 // 4  # past this many in flight, draw from a list of the free sequences
 
 
 class Outcome(NamedTuple):
@@ -45,6 +54,8 @@ class Outcome(NamedTuple):
     icmp_code: int = -1
     size: int = 0
     mpls: tuple[MplsLabel, ...] = ()
+    weak: bool = False
+    """An ICMP error matched on a short quote (identifier, sequence and checksum; see `Verdict.WEAK`)."""
 
 
 TIMEOUT = Outcome(rtt_ms=None, error="timeout")
@@ -70,6 +81,7 @@ class Probe:
     __slots__ = (
         "addr",
         "channel",
+        "csum",
         "deadline_ns",
         "done",
         "ident",
@@ -100,6 +112,7 @@ class Probe:
         deadline_ns: int = 0,
         stamped: bool = False,
         packed: bytes | None = None,
+        csum: int = -1,
     ) -> None:
         self.addr = addr
         self.ident = ident
@@ -119,21 +132,66 @@ class Probe:
         self.stamped = stamped
         self.packed = packed
         """The destination as ``inet_pton`` writes it (the reader's fast path compares replies to it)."""
+        self.csum = csum
+        """`_wire.sent_sum` of the request (-1: unknown): what a short quote's checksum must show."""
 
     def __repr__(self) -> str:
         return f"<Probe {self.addr} ident={self.ident} seq={self.seq} ttl={self.ttl} done={self.done}>"
 
 
 class IdentSlot:
-    """One identifier and the next sequence to try on it."""
+    """One identifier and how many of its sequences are in flight."""
 
-    __slots__ = ("channel", "ident", "in_flight", "next_seq")
+    __slots__ = ("channel", "free", "ident", "in_flight")
 
-    def __init__(self, ident: int, channel: Any = None, first_seq: int = 0) -> None:
+    def __init__(self, ident: int, channel: Any = None) -> None:
         self.ident = ident
         self.channel = channel
-        self.next_seq = first_seq % SEQ_SPACE
         self.in_flight = 0
+        self.free: list[int] = []
+        """Free sequences to draw from once the identifier is crowded (see `PendingTable.allocate_run`)."""
+
+
+Entropy = Callable[[int], bytes]
+"""Where randomness comes from: ``n`` -> ``n`` random bytes (the engine passes ``os.urandom``, tests their
+own; this module does no I/O)."""
+
+
+class RandomPool:
+    """Random 16-bit and 32-bit numbers, drawn from `Entropy` a few thousand at a time (one system call
+    per draw costs more than the whole rest of a probe)."""
+
+    __slots__ = ("_entropy", "_u16", "_u32")
+
+    def __init__(self, entropy: Entropy) -> None:
+        self._entropy = entropy
+        self._u16: list[int] = []
+        self._u32: list[int] = []
+
+    def u16(self, count: int) -> list[int]:
+        """``count`` random 16-bit numbers."""
+        pool = self._u16
+        if len(pool) < count:
+            pool.extend(array("H", self._entropy(2 * max(count, 4096))))
+        taken = pool[-count:]
+        del pool[-count:]
+        return taken
+
+    def u32(self, count: int) -> list[int]:
+        """``count`` random 32-bit numbers (probe tokens)."""
+        pool = self._u32
+        if len(pool) < count:
+            pool.extend(array("I", self._entropy(4 * max(count, 4096))))
+        taken = pool[-count:]
+        del pool[-count:]
+        return taken
+
+    def token(self) -> int:
+        """One random 32-bit number."""
+        pool = self._u32
+        if not pool:
+            pool.extend(array("I", self._entropy(4 * 4096)))
+        return pool.pop()
 
 
 class PendingTable:
@@ -146,8 +204,10 @@ class PendingTable:
     probe that timed out) from a packet that matches nothing we sent.
     """
 
-    def __init__(self, new_ident: Callable[[], IdentSlot], *, memory: int = 65536) -> None:
+    def __init__(self, new_ident: Callable[[], IdentSlot], *, entropy: Entropy, memory: int = 65536) -> None:
         self._new_ident = new_ident
+        self.random = RandomPool(entropy)
+        """Random sequences (here) and tokens (the engine's) come from this."""
         self._probes: dict[int, Probe] = {}
         self.get: Callable[[int], Probe | None] = self._probes.get
         """The pending probe of a key, or None (the dict's own method: the reader calls it per packet)."""
@@ -181,35 +241,64 @@ class PendingTable:
         self._slot_by_ident[slot.ident] = slot
 
     def allocate(self) -> tuple[IdentSlot, int]:
-        """A free (identifier, sequence); a new identifier only when every one we have is full."""
+        """A free (identifier, random sequence); a new identifier only when every one we have is full."""
+        slot, seqs = self.allocate_run(1)
+        return slot, seqs[0]
+
+    def allocate_run(self, count: int) -> tuple[IdentSlot, list[int]]:
+        """Up to ``count`` distinct free random sequences of one identifier (at least one; fewer when it fills
+        up), for a batch. Register each with `add` (or `add_run`) before allocating again."""
+        slot = self._free_slot()
+        probes = self._probes
+        base = slot.ident << 16
+        room = min(count, SEQ_SPACE - slot.in_flight)
+        if slot.in_flight + room > _CROWDED:
+            return slot, self._draw_crowded(slot, room)
+        # Each a random draw, moved on to the next free sequence when that one is taken (in flight, or
+        # already in this run): O(1) each while the identifier is far from full.
+        seqs: dict[int, None] = {}
+        for seq in self.random.u16(room):
+            while (base | seq) in probes or seq in seqs:
+                seq = (seq + 1) & 0xFFFF
+            seqs[seq] = None
+        return slot, list(seqs)
+
+    def _draw_crowded(self, slot: IdentSlot, room: int) -> list[int]:
+        """``room`` random free sequences of an identifier that is filling up: drawn from a list of the
+        free ones (rebuilt when it runs dry), so the cost stays O(1) each however full it gets."""
+        probes = self._probes
+        base = slot.ident << 16
+        free = slot.free
+        picked: list[int] = []
+        taken: set[int] = set()
+        while len(picked) < room:
+            if not free:
+                free = [seq for seq in range(SEQ_SPACE) if (base | seq) not in probes and seq not in taken]
+                if not free:
+                    break
+            for draw in self.random.u16(min(room - len(picked), len(free))):
+                at = draw % len(free)
+                seq = free[at]
+                free[at] = free[-1]
+                free.pop()
+                if (base | seq) not in probes:
+                    picked.append(seq)
+                    taken.add(seq)
+                if not free:
+                    break
+        slot.free = free
+        return picked
+
+    def _free_slot(self) -> IdentSlot:
         for _ in range(len(self._slots)):
             slot = self._slots[self._current]
             if slot.in_flight < SEQ_SPACE:
-                return slot, self._next_free_seq(slot)
+                return slot
             self._current = (self._current + 1) % len(self._slots)
         slot = self._new_ident()
         self.add_slot(slot)
         self._current = len(self._slots) - 1
-        return slot, self._next_free_seq(slot)
-
-    def allocate_run(self, count: int) -> tuple[IdentSlot, list[int]]:
-        """Up to ``count`` free sequences of one identifier (at least one; fewer when it fills up), for a
-        batch. Register each with `add` (or `add_run`) before allocating again."""
-        slot, first = self.allocate()
-        seqs = [first]
-        room = min(count, SEQ_SPACE - slot.in_flight) - 1
-        if room > 0:
-            probes = self._probes
-            base = slot.ident << 16
-            seq = slot.next_seq
-            append = seqs.append
-            for _ in range(room):
-                while (base | seq) in probes:
-                    seq = (seq + 1) & 0xFFFF
-                append(seq)
-                seq = (seq + 1) & 0xFFFF
-            slot.next_seq = seq
-        return slot, seqs
+        return slot
 
     def add_run(self, slot: IdentSlot, probes: list[Probe], timeout_ns: int) -> None:
         """`add` for probes of one identifier, sent in this order, with one timeout."""
@@ -219,15 +308,6 @@ class PendingTable:
         if queue is None:
             queue = self._deadlines[timeout_ns] = deque()
         queue.extend(probes)
-
-    def _next_free_seq(self, slot: IdentSlot) -> int:
-        probes = self._probes
-        base = slot.ident << 16
-        seq = slot.next_seq
-        while (base | seq) in probes:
-            seq = (seq + 1) % SEQ_SPACE
-        slot.next_seq = (seq + 1) % SEQ_SPACE
-        return seq
 
     def add(self, probe: Probe, timeout_ns: int) -> None:
         """Register a sent probe (key from `allocate`, ``deadline_ns`` set, sent after earlier ones)."""

@@ -129,6 +129,9 @@ class EchoResult:
     """What answered (echo reply or ICMP error), ``None`` when nothing did."""
     error: str | None
     """``None``, ``"timeout"`` or the ICMP error's kebab-case name."""
+    weak: bool = False
+    """True for an ICMP error matched on a short quote (identifier, sequence and checksum: the router
+    quoted too little of the probe for its whole signature). See `AsyncClient`'s ``accept_weak``."""
 
     @property
     def ok(self) -> bool:
@@ -159,6 +162,8 @@ class HopProbe:
     another ICMP error name (``"host-unreachable"``, ...)."""
     mpls: tuple[MplsLabel, ...] = ()
     """RFC 4950 label stack the router quoted, outermost first (empty if none)."""
+    weak: bool = False
+    """True when the router's error was matched on a short quote (see `EchoResult.weak`)."""
 
     @property
     def answered(self) -> bool:
@@ -456,8 +461,28 @@ class EngineStats:
     """ICMP sockets open: one per family in use, and on ping sockets one more per 65,536 probes in flight."""
     socket_kinds: tuple[str, ...]
     """``"raw"`` or ``"dgram"`` for each open socket, e.g. ``("raw",)``."""
+    bad_checksum: int = 0
+    """ICMPv4 packets whose checksum failed (raw sockets; the kernel checks the others itself)."""
+    weak: int = 0
+    """ICMP errors matched on a short quote (identifier, sequence and checksum, not the whole signature);
+    also counted in ``errors``; their results say ``weak=True``."""
+    refused: int = 0
+    """Short-quote ICMP errors not accepted: the client refuses weak matches (``accept_weak=False``), or the
+    quote could not be verified (ICMPv6 on a ping socket)."""
+    kernel_drops: int = 0
+    """Packets the kernel dropped because a socket's receive buffer was full (``SO_RXQ_OVFL``'s count):
+    loss inside this host, not on the network."""
 
     @property
     def dropped(self) -> int:
-        """Packets read but not delivered: foreign, forged, late, duplicates and malformed together."""
-        return self.foreign + self.forged + self.late + self.duplicates + self.malformed
+        """Packets read but not delivered: foreign, forged, late, duplicates, malformed, bad checksum and
+        refused together."""
+        return (
+            self.foreign
+            + self.forged
+            + self.late
+            + self.duplicates
+            + self.malformed
+            + self.bad_checksum
+            + self.refused
+        )

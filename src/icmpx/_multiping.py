@@ -141,7 +141,7 @@ class _Sweep:
             # Open the sockets first: the first packet must not leave late (after its pacer slot) while the
             # next ones keep to the schedule, or the wire would see more than `rate` in a second.
             for v6 in {target.v6 for target in targets if target is not None}:
-                engine.socket_kind(v6)
+                await engine.socket_kind(v6)
             for index in self.live:
                 if self.pacer is not None:
                     await self.pacer.wait()

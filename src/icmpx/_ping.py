@@ -43,6 +43,7 @@ def echo_result(probe: Probe, outcome: Outcome) -> EchoResult:
         request=request,
         reply=EchoReply(rtt=outcome.rtt_ms, received_packet=packet),
         error=outcome.error,
+        weak=outcome.weak,
     )
 
 

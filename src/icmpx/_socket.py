@@ -10,6 +10,7 @@ Two kinds (see LINUX-ICMP facts in the docs):
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -91,12 +92,14 @@ def permission_message() -> str:
 
 
 def open_icmp_socket(
-    *, v6: bool, privileged: bool | None, source: str | None = None, ttl: int = 64
+    *, v6: bool, privileged: bool | None, source: str | None = None, ttl: int = 64, warm_up: bool = True
 ) -> IcmpSocket:
     """Open and configure an ICMP socket of the family.
 
     ``privileged=None`` tries a raw socket, then a ping socket; ``True``/``False`` force one kind. Raises
     `RawSocketPermissionError` when the kind(s) tried are not permitted, `SocketError` on other failures.
+    ``warm_up=False`` leaves `wait_for_receive_timestamps` to the caller (the engine runs it in a worker
+    thread: it may sleep; the socket itself is opened in the caller's thread, so in its network namespace).
     """
     family = socket.AF_INET6 if v6 else socket.AF_INET
     proto = socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP
@@ -111,14 +114,16 @@ def open_icmp_socket(
                 continue
             raise SocketError(exc.errno, f"cannot open an ICMP socket: {exc.strerror}") from exc
         try:
-            return _configure(sock, v6=v6, raw=raw, source=source, ttl=ttl)
+            return _configure(sock, v6=v6, raw=raw, source=source, ttl=ttl, warm_up=warm_up)
         except BaseException:
             sock.close()
             raise
     raise RawSocketPermissionError(permission_message()) from (denied[-1] if denied else None)
 
 
-def _configure(sock: socket.socket, *, v6: bool, raw: bool, source: str | None, ttl: int) -> IcmpSocket:
+def _configure(
+    sock: socket.socket, *, v6: bool, raw: bool, source: str | None, ttl: int, warm_up: bool = True
+) -> IcmpSocket:
     try:
         sock.setblocking(False)
         _set_buffers(sock)
@@ -144,7 +149,8 @@ def _configure(sock: socket.socket, *, v6: bool, raw: bool, source: str | None, 
         receive_buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     except OSError as exc:
         raise SocketError(exc.errno, f"cannot configure the ICMP socket: {exc.strerror}") from exc
-    wait_for_receive_timestamps()
+    if warm_up:
+        wait_for_receive_timestamps()
     return IcmpSocket(
         sock=sock,
         v6=v6,
@@ -180,6 +186,11 @@ def tx_stamp_request() -> bytes:
 
 
 _timestamps_ready = False
+
+
+def receive_timestamps_ready() -> bool:
+    """True once `wait_for_receive_timestamps` saw the kernel stamp on arrival (no need to wait again)."""
+    return _timestamps_ready
 
 
 def wait_for_receive_timestamps(bound: float = 0.05) -> bool:
@@ -255,3 +266,88 @@ def ttl_cmsg(v6: bool, ttl: int) -> tuple[int, int, bytes]:
     if v6:
         return (socket.IPPROTO_IPV6, IPV6_HOPLIMIT, struct.pack("=i", ttl))
     return (socket.IPPROTO_IP, IP_TTL, struct.pack("=i", ttl))
+
+
+# Classic BPF (linux/filter.h), the few instructions the ident filter needs.
+SO_ATTACH_FILTER = 26
+SO_MEMINFO = 55
+_SK_MEMINFO_DROPS = 8
+_BPF_INSN = struct.Struct("=HBBI")
+_LDX_MSH = 0xB1  # BPF_LDX | BPF_B | BPF_MSH: X = 4 * (packet[k] & 0x0F), the IPv4 header's length
+_LDB_IND, _LDH_IND = 0x50, 0x48  # A = packet[X + k] (byte, half word)
+_LDB_ABS, _LDH_ABS = 0x30, 0x28  # A = packet[k]
+_JEQ = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
+_RET = 0x06  # BPF_RET | BPF_K
+_MAX_FILTERED_IDENTS = 64
+
+
+def ident_filter(*, v6: bool, idents: list[int]) -> bytes:
+    """A classic BPF program for a raw ICMP socket: echo replies pass only with one of ``idents`` (every
+    other program's replies stay in the kernel, as iputils ping filters them); every other type passes
+    (``ICMP_FILTER`` already keeps only replies and errors). Raw IPv4 sockets see the IP header first,
+    raw IPv6 ones the ICMPv6 header."""
+    program: list[tuple[int, int, int, int]] = []
+    if v6:
+        program += [(_LDB_ABS, 0, 0, 0)]
+        load_ident = (_LDH_ABS, 0, 0, 4)
+        echo_reply = 129
+    else:
+        program += [(_LDX_MSH, 0, 0, 0), (_LDB_IND, 0, 0, 0)]
+        load_ident = (_LDH_IND, 0, 0, 4)
+        echo_reply = 0
+    checks = sorted(set(idents))[:_MAX_FILTERED_IDENTS] if len(set(idents)) <= _MAX_FILTERED_IDENTS else []
+    # if type != echo reply: accept; A = ident; if A == ident_k: accept; ...; reject; accept
+    total = len(program) + 2 + len(checks) + 2
+    accept = total - 1
+    at = len(program)
+    program.append((_JEQ, 0, accept - (at + 1), echo_reply))
+    if checks:
+        program.append(load_ident)
+        for ident in checks:
+            at = len(program)
+            program.append((_JEQ, accept - (at + 1), 0, ident))
+        program.append((_RET, 0, 0, 0))
+    else:
+        # Too many identifiers to list: every echo reply passes (Python tells ours apart).
+        program += [(_RET, 0, 0, 0xFFFFFFFF), (_RET, 0, 0, 0xFFFFFFFF)]
+    program.append((_RET, 0, 0, 0xFFFFFFFF))
+    return b"".join(_BPF_INSN.pack(*insn) for insn in program)
+
+
+def filter_idents(sock: socket.socket, *, v6: bool, idents: list[int]) -> None:
+    """Attach (or replace) `ident_filter` on a raw socket; a kernel that refuses it only costs speed."""
+    import ctypes  # only raw sockets need it
+
+    code = ident_filter(v6=v6, idents=idents)
+    buffer = ctypes.create_string_buffer(code, len(code))
+    program = struct.pack("@HP", len(code) // _BPF_INSN.size, ctypes.addressof(buffer))
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, program)
+
+
+def kernel_drops(sock: socket.socket) -> int:
+    """Packets the kernel dropped for this socket (its receive buffer was full): ``SK_MEMINFO_DROPS`` of
+    ``SO_MEMINFO``, the counter ``SO_RXQ_OVFL`` reports, read when asked instead of on every packet."""
+    try:
+        info = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 9 * 4)
+    except OSError:
+        return 0
+    if len(info) < 9 * 4:
+        return 0
+    drops: int = struct.unpack_from("=9I", info)[_SK_MEMINFO_DROPS]
+    return drops
+
+
+def discard_queued(sock: socket.socket) -> int:
+    """Read and drop what a new socket queued before its filters were attached (other programs' packets:
+    nothing of ours is in flight yet); how many."""
+    dropped = 0
+    for _ in range(100_000):
+        try:
+            sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            continue  # a pending error reported by errno: consumed by this read
+        dropped += 1
+    return dropped

@@ -151,7 +151,9 @@ async def run_round(
 def _hop_probe(outcome: Outcome | None) -> HopProbe:
     if outcome is None or outcome.rtt_ms is None or outcome.src is None:
         return HopProbe(rtt=float("inf"), addr=None, error=outcome.error if outcome else "timeout")
-    return HopProbe(rtt=outcome.rtt_ms, addr=outcome.src, error=outcome.error, mpls=outcome.mpls)
+    return HopProbe(
+        rtt=outcome.rtt_ms, addr=outcome.src, error=outcome.error, mpls=outcome.mpls, weak=outcome.weak
+    )
 
 
 def most_frequent(addrs: Sequence[str]) -> str | None:

@@ -74,12 +74,15 @@ __all__ = [
     "build_echo_request",
     "build_payload",
     "checksum",
+    "checksum_ok",
     "error_name",
     "format_ipv4",
     "format_ipv6",
     "parse_icmp",
     "parse_ipv4_header",
     "parse_ipv4_packet",
+    "quoted_checksum_ok",
+    "sent_sum",
 ]
 
 ICMP4_ECHO_REPLY = 0
@@ -213,6 +216,19 @@ def checksum(data: bytes | bytearray | memoryview) -> int:
     return ~_ones_sum(data) & 0xFFFF
 
 
+def checksum_ok(data: bytes | bytearray | memoryview) -> bool:
+    """True when ``data`` (an ICMPv4 message, checksum field included) sums to all ones, as RFC 1071 asks.
+
+    One C-speed pass: the one's complement sum of 16-bit words equals the message read as one big-endian
+    number modulo 0xFFFF (2**16 is 1 modulo 0xFFFF), so a valid message is a non-zero multiple of 0xFFFF.
+    An odd length is padded with a zero byte, as the sum defines.
+    """
+    value = int.from_bytes(data, "big")
+    if len(data) % 2:
+        value <<= 8
+    return value != 0 and value % 0xFFFF == 0
+
+
 def build_payload(cookie: bytes, token: int, size: int) -> bytes:
     """An echo payload of ``size`` bytes: cookie, token, two balance bytes (zero), then padding.
 
@@ -281,28 +297,29 @@ class EchoTemplate:
         return bool(self._head)
 
     def write_run(
-        self, buffer: bytearray, stride: int, ident: int, seqs: list[int], token: int
-    ) -> list[bytes]:
-        """`write_into` slot ``k`` of ``buffer`` (at ``k * stride``) the request with ``seqs[k]`` and token
-        ``token + 1 + k`` (32 bits, wrapping); returns each request's signature (cookie and token)."""
+        self, buffer: bytearray, stride: int, ident: int, seqs: list[int], tokens: list[int]
+    ) -> tuple[list[bytes], list[int]]:
+        """`write_into` slot ``k`` of ``buffer`` (at ``k * stride``) the request with ``seqs[k]`` and
+        ``tokens[k]``; returns each request's signature (cookie and token) and its `sent_sum`."""
         base, cookie, v6 = self._base, self._head, self._v6
         pack_into = _CHECKSUM_TO_TOKEN.pack_into
         signatures: list[bytes] = []
-        append = signatures.append
+        sums: list[int] = []
+        append, add_sum = signatures.append, sums.append
         offset = 2
-        for seq in seqs:
-            token = (token + 1) & 0xFFFFFFFF
+        for seq, token in zip(seqs, tokens, strict=False):
+            total = base + ident + seq + (token >> 16) + (token & 0xFFFF)
+            total = (total & 0xFFFF) + (total >> 16)
+            total = (total & 0xFFFF) + (total >> 16)
             if v6:
-                cs = 0
+                pack_into(buffer, offset, 0, ident, seq, cookie, token)
+                add_sum(total)
             else:
-                total = base + ident + seq + (token >> 16) + (token & 0xFFFF)
-                total = (total & 0xFFFF) + (total >> 16)
-                total = (total & 0xFFFF) + (total >> 16)
-                cs = ~total & 0xFFFF
-            pack_into(buffer, offset, cs, ident, seq, cookie, token)
+                pack_into(buffer, offset, ~total & 0xFFFF, ident, seq, cookie, token)
+                add_sum(~total & 0xFFFF)
             append(cookie + token.to_bytes(4, "big"))
             offset += stride
-        return signatures
+        return signatures, sums
 
     def write_into(self, buffer: bytearray, offset: int, ident: int, seq: int, token: int) -> None:
         """Write the echo request `build` would return into ``buffer`` at ``offset``, where `blank` (or an
@@ -316,6 +333,37 @@ class EchoTemplate:
             total = (total & 0xFFFF) + (total >> 16)
             cs = ~total & 0xFFFF
         _CHECKSUM_TO_TOKEN.pack_into(buffer, offset + 2, cs, ident, seq, self._head, token)
+
+
+def sent_sum(packet: bytes, *, v6: bool) -> int:
+    """What a quote of ``packet`` must show in its checksum field, as far as we know it when sending.
+
+    ICMPv4: the checksum itself. ICMPv6: the one's complement sum of the message with a zero checksum field;
+    the kernel adds the pseudo-header (source address included) when it sends, so `quoted_checksum_ok`
+    completes it from the addresses the quote shows.
+    """
+    if not v6:
+        return (packet[2] << 8) | packet[3]
+    return _ones_sum(packet[:2] + b"\0\0" + packet[4:])
+
+
+def quoted_checksum_ok(quoted: Quoted, sent: int, *, v6: bool, length: int) -> bool:
+    """Whether the checksum field of a quoted echo request is the one of the probe we sent (``sent`` from
+    `sent_sum`, ``length`` the ICMP message's size in bytes)."""
+    if quoted.checksum is None:
+        return False
+    if not v6:
+        return quoted.checksum == sent
+    pseudo = (
+        ipaddress.IPv6Address(quoted.src).packed
+        + ipaddress.IPv6Address(quoted.dst).packed
+        + length.to_bytes(4, "big")
+        + b"\0\0\0"
+        + bytes([IPPROTO_ICMPV6])
+    )
+    total = _ones_sum(pseudo) + sent
+    total = (total & 0xFFFF) + (total >> 16)
+    return quoted.checksum == ~total & 0xFFFF
 
 
 def build_echo_request(*, v6: bool, ident: int, seq: int, payload: bytes) -> bytes:
@@ -404,8 +452,8 @@ class IPv4Header:
 class Quoted:
     """The original datagram quoted in an ICMP error: enough of our probe to know which one it was.
 
-    ``ident``/``seq``/``icmp_type`` are ``None`` when the quote stops before the ICMP header;
-    ``payload`` holds
+    ``ident``/``seq``/``icmp_type`` are ``None`` when the quote stops before the ICMP header or is of a
+    non-first fragment (whose bytes after the IP header are payload); ``payload`` holds
     whatever of the probe's payload the router quoted (often all of it, at least 0 bytes).
     """
 
@@ -418,6 +466,11 @@ class Quoted:
     ident: int | None
     seq: int | None
     payload: bytes
+    checksum: int | None = None
+    """The quoted ICMP header's checksum field (``None`` when no ICMP header is quoted)."""
+    fragment: bool = False
+    """True when the quote is of a non-first fragment: what follows its IP header is payload, not an ICMP
+    header, so ``ident``/``seq`` are ``None``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -569,7 +622,12 @@ def _parse_error(data: bytes, *, v6: bool, icmp_type: int, code: int, cs: int) -
 
 
 def _parse_quoted(data: bytes, *, v6: bool) -> Quoted | None:
-    """The IP header and leading bytes of our datagram, as quoted in an error; ``None`` if unreadable."""
+    """The IP header and leading bytes of our datagram, as quoted in an error; ``None`` if unreadable.
+
+    Only a first fragment (offset 0) starts with the ICMP header: a quote of a later fragment carries
+    payload bytes where the identifier and sequence would be, so it names no echo at all.
+    """
+    fragment = False
     if v6:
         if len(data) < 40 or data[0] >> 4 != 6:
             return None
@@ -577,7 +635,11 @@ def _parse_quoted(data: bytes, *, v6: bool) -> Quoted | None:
         offset = 40
         # Skip extension headers we might have quoted (hop-by-hop, routing, destination options, fragment).
         while next_header in (0, 43, 44, 60) and offset + 8 <= len(data):
-            hdr_len = 8 if next_header == 44 else (data[offset + 1] + 1) * 8
+            if next_header == 44:
+                fragment = fragment or bool(_U16.unpack_from(data, offset + 2)[0] >> 3)
+                hdr_len = 8
+            else:
+                hdr_len = (data[offset + 1] + 1) * 8
             next_header = data[offset]
             offset += hdr_len
         proto, ttl = next_header, hop_limit
@@ -588,13 +650,14 @@ def _parse_quoted(data: bytes, *, v6: bool) -> Quoted | None:
         header_len = (data[0] & 0x0F) * 4
         if header_len < 20 or header_len > len(data):
             return None
+        fragment = bool(_U16.unpack_from(data, 6)[0] & 0x1FFF)
         ttl, proto = data[8], data[9]
         src_s, dst_s = format_ipv4(data[12:16]), format_ipv4(data[16:20])
         offset = header_len
     inner = data[offset:]
     icmp_proto = IPPROTO_ICMPV6 if v6 else IPPROTO_ICMP
-    if proto == icmp_proto and len(inner) >= 8:
-        itype, icode, _cs, ident, seq = ECHO_HEADER.unpack_from(inner)
+    if proto == icmp_proto and len(inner) >= 8 and not fragment and offset <= len(data):
+        itype, icode, cs, ident, seq = ECHO_HEADER.unpack_from(inner)
         return Quoted(
             src=src_s,
             dst=dst_s,
@@ -605,6 +668,7 @@ def _parse_quoted(data: bytes, *, v6: bool) -> Quoted | None:
             ident=ident,
             seq=seq,
             payload=bytes(inner[8:]),
+            checksum=cs,
         )
     return Quoted(
         src=src_s,
@@ -616,6 +680,7 @@ def _parse_quoted(data: bytes, *, v6: bool) -> Quoted | None:
         ident=None,
         seq=None,
         payload=b"",
+        fragment=fragment,
     )
 
 

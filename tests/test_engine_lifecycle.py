@@ -1,0 +1,87 @@
+"""The engine's side of a long-lived program: closing during a batch send, and memory that follows what
+is in flight (issue 13's findings 1 and 3)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+import icmpx
+
+pytestmark = pytest.mark.anyio
+
+
+def _targets(n: int, block: int = 1) -> list[str]:
+    return [f"127.{block}.{i // 250 % 250}.{i % 250 + 1}" for i in range(n)]
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("round_", range(3))
+async def test_closing_during_a_batch_send_writes_into_no_other_socket(quiet: str, round_: int) -> None:
+    """Close the client while an unpaced sweep hands batches to the worker thread, then at once open
+    TCP connections (which take the lowest free descriptor numbers): none may receive a byte."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
+    pairs: list[tuple[socket.socket, socket.socket]] = []
+    outcome: list[BaseException] = []
+    try:
+        async with anyio.create_task_group() as tg:
+            client = icmpx.AsyncClient(timeout=5)
+            await client.__aenter__()
+
+            async def sweep() -> None:
+                try:
+                    await client.multiping(_targets(60_000, block=1 + round_), rate=None)
+                except icmpx.ClientClosedError as exc:
+                    outcome.append(exc)
+
+            tg.start_soon(sweep)
+            with anyio.fail_after(10):
+                while client.stats.sent < 2048 * (round_ + 1):  # batches are going out
+                    await anyio.lowlevel.checkpoint()
+            await client.aclose()
+            # No await from here until the connections exist: the worker thread is the only other party.
+            for _ in range(400):
+                near = socket.create_connection(listener.getsockname())
+                far, _ = listener.accept()
+                pairs.append((near, far))
+        assert outcome, "the sweep should have ended with ClientClosedError"
+        received = []
+        for near, far in pairs:
+            for sock in (near, far):
+                sock.setblocking(False)
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                received.append(data[:16])
+        assert received == []
+    finally:
+        for near, far in pairs:
+            near.close()
+            far.close()
+        listener.close()
+
+
+async def test_batch_buffers_follow_the_sweep_and_go_when_it_ends() -> None:
+    """Five concurrent one-target sweeps with 60,000-byte payloads kept about 400 MB of batch buffers
+    for ever; now a batch has room for what it sends, and the buffers go when no sweep is sending."""
+    async with icmpx.AsyncClient(timeout=1) as client:
+        await client.probe("127.0.0.1")  # the socket and reader exist before the measure
+        before = _rss_mib()
+        async with anyio.create_task_group() as tg:
+            for i in range(5):
+                hosts = [f"127.0.9.{i + 1}"]
+                tg.start_soon(lambda hosts=hosts: client.multiping(hosts, rate=None, payload_size=60_000))
+        grown = _rss_mib() - before
+        assert grown < 60, f"RSS grew by {grown:.0f} MiB"
+        assert client._engine is not None
+        assert client._engine._sender._free == {}
