@@ -7,8 +7,10 @@ ICMP socket. Each test runs on asyncio, asyncio + uvloop and trio.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable
 
@@ -181,3 +183,43 @@ async def test_aclose_in_the_opening_task_without_async_with() -> None:
     assert client.closed
     assert icmp_socket_count() == sockets_before
     await client.__aexit__(None, None, None)  # harmless after aclose
+
+
+async def test_aclose_from_another_task_during_a_batch_send_writes_nothing_after(quiet: str) -> None:
+    """A watchdog task closes the client while an unpaced sweep hands batches to the worker thread; the
+    host then opens TCP connections at once (they take the lowest free descriptor numbers, the ICMP
+    socket's among them): none receives a byte, and the sweep ends with `ClientClosedError`."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=512)
+    connections: list[socket.socket] = []
+    ended: list[BaseException] = []
+    try:
+        async with icmpx.AsyncClient(timeout=5) as client:
+
+            async def sweep() -> None:
+                try:
+                    await client.multiping(
+                        [f"127.9.{i // 250}.{i % 250 + 1}" for i in range(40_000)], rate=None
+                    )
+                except icmpx.ClientClosedError as exc:
+                    ended.append(exc)
+
+            async def watchdog() -> None:
+                await _until(lambda: client.stats.sent >= 4096)  # batches are going out
+                await client.aclose()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sweep)
+                tg.start_soon(watchdog)
+            # No await between the close and the connections: only the worker thread could write.
+            for _ in range(200):
+                near = socket.create_connection(listener.getsockname())
+                connections += [near, listener.accept()[0]]
+        assert len(ended) == 1
+        for conn in connections:
+            conn.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                assert conn.recv(65536) == b"", "ICMP bytes written into a socket opened after close"
+    finally:
+        for conn in connections:
+            conn.close()
+        listener.close()
