@@ -154,3 +154,15 @@ def test_descriptor_exhaustion_is_the_librarys_error(backend: str, free: int, ex
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == expected
+
+
+@pytest.mark.parametrize("rate", [1e-300, 1e-3, 1e9, 1e300])
+async def test_any_positive_rate_works(rate: float) -> None:
+    """A rate far below one packet a second, or far above what a host can send: the first echo leaves at
+    once either way (the bucket starts empty but the first slot is now), in bounded memory."""
+    with anyio.fail_after(10):
+        async with icmpx.AsyncClient(timeout=1, rate=rate) as client:
+            assert (await client.probe("127.0.0.1")).error is None
+        async with icmpx.AsyncClient(timeout=1) as client:
+            rows = await client.multiping(["127.0.0.1"], rate=rate)
+            assert rows[0].received == 1

@@ -14,7 +14,7 @@ import time
 import anyio
 import pytest
 
-from icmpx._pacing import Pacer
+from icmpx._pacing import MAX_WINDOW, Pacer
 
 
 def most_in_a_window(times: list[float], window: float = 1.0) -> int:
@@ -110,3 +110,15 @@ async def test_wait_on_the_real_clock_from_concurrent_senders() -> None:
     assert most_in_a_window(times) <= 500
     assert sum(t < times[0] + 0.1 for t in times) <= 51
     assert times[-1] - times[0] < 2.5  # and it does not crawl: ~2.2 s for 1,100 at 500/s
+
+
+def test_a_high_rate_keeps_its_promise_in_bounded_memory() -> None:
+    """200,000/s: the window is a quarter of a second (50,000 release times kept, not 200,000), and no
+    second holds more than the rate."""
+    rate = 200_000.0
+    pacer = Pacer(rate)
+    times = drive(pacer, 300_000, late=0.0005)
+    assert len(pacer._recent) <= MAX_WINDOW
+    assert most_in_a_window(times) <= rate
+    achieved = (len(times) - 1) / (times[-1] - times[0])
+    assert achieved >= 0.95 * rate

@@ -10,6 +10,9 @@ next packet may leave:
 * a sliding window: packet *k* leaves at least one second (plus `WINDOW_MARGIN`, for the time between the
   pacer's release and the packet's departure) after packet *k - n*, where ``n = max(1, floor(rate))``.
   That is the promise itself, kept whatever the schedule's catching up and the event loop's lateness do.
+  Above `MAX_WINDOW` packets a second the window is a fraction ``1/s`` of a second holding
+  ``floor(rate / s)`` packets: any second is ``s`` such windows, so the promise holds with the memory of
+  at most `MAX_WINDOW` release times.
 
 Senders are released one at a time, in the order they asked, and each release time is the clock's reading
 at the release, not the time planned for it, so a late wake-up never makes the next packets denser.
@@ -25,14 +28,17 @@ from collections.abc import Callable
 
 import anyio
 
-__all__ = ["CATCH_UP", "WINDOW_MARGIN", "Pacer"]
+__all__ = ["CATCH_UP", "MAX_WINDOW", "WINDOW_MARGIN", "Pacer"]
 
 CATCH_UP = 0.02
 """Seconds of missed slots a late sender may catch up on (at least 4 slots): the largest burst after an idle
 spell is that many seconds' worth of packets, beyond the first."""
 
 WINDOW_MARGIN = 0.002
-"""Seconds added to the one-second window, for what happens between a release and the packet's departure."""
+"""Seconds added to each second of the window, for what happens between a release and the departure."""
+
+MAX_WINDOW = 65536
+"""The most release times a pacer keeps (512 KiB)."""
 
 
 class Pacer:
@@ -40,7 +46,7 @@ class Pacer:
 
     `catch_up` is the most packets that may go back to back (after an idle spell, or a slow event loop).
 
-    Memory: one float per packet of the window (``floor(rate)`` of them at most), filled as packets go.
+    Memory: one float per packet of the window (at most `MAX_WINDOW`), filled as packets go.
     """
 
     def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -48,7 +54,9 @@ class Pacer:
             raise ValueError(f"rate must be a positive number of packets per second, not {rate!r}")
         self._interval = 1.0 / rate
         self._catch_up = max(CATCH_UP, 4 * self._interval)
-        self._window = max(1, math.floor(rate))
+        parts = max(1, math.ceil(rate / MAX_WINDOW))  # windows of 1/parts seconds
+        self._window = max(1, math.floor(rate / parts))
+        self._span = (1.0 + WINDOW_MARGIN) / parts
         self._recent = array("d")  # release times of the last `_window` packets, a ring from `_oldest`
         self._oldest = 0
         self._next: float | None = None
@@ -63,7 +71,7 @@ class Pacer:
         """The earliest time the next packet may leave, asked at ``now`` (its slot is then taken)."""
         slot = now if self._next is None else max(self._next, now - self._catch_up)
         if len(self._recent) == self._window:
-            slot = max(slot, self._recent[self._oldest] + 1.0 + WINDOW_MARGIN)
+            slot = max(slot, self._recent[self._oldest] + self._span)
         self._next = slot + self._interval
         return slot
 
