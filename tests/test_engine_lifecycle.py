@@ -85,3 +85,27 @@ async def test_batch_buffers_follow_the_sweep_and_go_when_it_ends() -> None:
         assert grown < 60, f"RSS grew by {grown:.0f} MiB"
         assert client._engine is not None
         assert client._engine._sender._free == {}
+
+
+async def test_a_payload_too_large_for_ipv4_is_refused_before_sending() -> None:
+    """It was checked against the IPv6 limit only: nothing was sent (EMSGSIZE) and 100% loss reported."""
+    async with icmpx.AsyncClient(timeout=1) as client:
+        with pytest.raises(ValueError, match="too large for IPv4"):
+            await client.multiping(["127.0.0.1"], payload_size=65_520)
+        assert client.stats.sent == 0
+        rows = await client.multiping(["::1"], payload_size=65_520)  # within the IPv6 limit
+        assert rows[0].received == 1
+
+
+@pytest.mark.lab
+async def test_a_send_the_kernel_refuses_is_an_error_not_loss(quiet: str) -> None:
+    """No route: the kernel refuses the send (ENETUNREACH); the row says so instead of 100% loss."""
+    async with icmpx.AsyncClient(timeout=0.5) as client:
+        rows = await client.multiping(["198.18.7.7", "127.0.0.1"], rate=None)
+        again = await client.multiping(["198.18.7.7"], count=2, interval=0.01)
+        stats = client.stats
+    assert rows[0].error == "net-unreachable"
+    assert rows[0].received == 0
+    assert rows[1].error is None  # quiet: no answer, but sent
+    assert again[0].error == "net-unreachable"
+    assert stats.send_errors == 3

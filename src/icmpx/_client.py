@@ -20,10 +20,10 @@ from ._multiping import DEFAULT_RATE, collect, stream
 from ._ping import iter_series
 from ._resolve import ReverseResolver, normalize_family, resolve
 from ._traceroute import traceroute
+from ._wire import MAX_PAYLOAD
 
 __all__ = ["AsyncClient"]
 
-_MAX_PAYLOAD = {False: 65535 - 20 - 8, True: 65535 - 8}
 
 
 def check_timeout(timeout: float, name: str = "timeout") -> float:
@@ -52,7 +52,7 @@ def check_int(value: int, name: str, low: int, high: int | None = None) -> int:
 
 
 def check_payload(size: int, v6: bool | None = None) -> int:
-    limit = _MAX_PAYLOAD[bool(v6)]
+    limit = MAX_PAYLOAD[bool(v6)]
     check_int(size, "payload_size", 0)
     if size > limit:
         family = "IPv6" if v6 else "IPv4"

@@ -353,7 +353,7 @@ class PingStatsRow:
         self.max_rtt = max_rtt
         self.stdev_rtt = stdev_rtt
         self.jitter = jitter
-        self.error = None
+        self.error: str | None = None
 
 
 assert [f.name for f in fields(PingStats)] == list(PingStatsRow.__slots__), "PingStatsRow follows PingStats"
