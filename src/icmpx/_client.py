@@ -14,12 +14,19 @@ from anyio.abc import TaskGroup
 
 from ._engine import Engine
 from ._exceptions import ClientClosedError
-from ._models import EchoResult, EngineStats, MtrReport, PingStats, Target, TracerouteResult
-from ._mtr import mtr
-from ._multiping import DEFAULT_RATE, collect, stream
-from ._ping import iter_series
+from ._models import (
+    DEFAULT_SWEEP_RATE,
+    EchoResult,
+    EngineStats,
+    MtrReport,
+    PingStats,
+    Target,
+    TracerouteResult,
+)
 from ._resolve import ReverseResolver, normalize_family, resolve
-from ._traceroute import traceroute
+
+# The operations (_ping, _traceroute, _multiping, _mtr) are imported where they run: a command-line
+# call loads only the one it uses (start-up time, see bench/README.md).
 
 __all__ = ["AsyncClient"]
 
@@ -192,8 +199,11 @@ class AsyncClient:
             )
         return self._engine
 
-    async def socket_kind(self, family: int = 4) -> str:
+    async def open_socket(self, family: int = 4) -> str:
         """Open the family's ICMP socket now (it is otherwise opened on first use) and say which kind it is.
+
+        Calling it first makes a missing permission fail before anything is printed or sent. Which kinds
+        are open is also in `stats` (``stats.socket_kinds``), a snapshot that opens nothing.
 
         Args:
             family: 4 or 6 (or ``socket.AF_INET``/``AF_INET6``).
@@ -206,6 +216,9 @@ class AsyncClient:
         """
         v6 = normalize_family(family) == socket.AF_INET6
         return self._require_engine().socket_kind(v6)
+
+    socket_kind = open_socket
+    """The name of `open_socket` before 0.2 (an alias)."""
 
     async def resolve(self, host: str, *, family: int | None = None) -> Target:
         """Resolve a host name or address literal, off the event loop, as the operations do.
@@ -347,6 +360,8 @@ class AsyncClient:
     async def _iter_ping(
         self, host: str, family: int | None, size: int, options: dict[str, Any]
     ) -> AsyncGenerator[EchoResult, None]:
+        from ._ping import iter_series
+
         engine = self._require_engine()
         target = await resolve(host, family)
         check_payload(size, target.v6)
@@ -405,6 +420,8 @@ class AsyncClient:
         target = await resolve(host, family)
         check_payload(size, target.v6)
         dns = self.resolve_dns_default if resolve_dns is None else bool(resolve_dns)
+        from ._traceroute import traceroute
+
         return await traceroute(
             engine,
             target,
@@ -480,6 +497,8 @@ class AsyncClient:
         size: int,
         dns: bool,
     ) -> AsyncGenerator[MtrReport, None]:
+        from ._mtr import mtr
+
         engine = self._require_engine()
         target = await resolve(host, family)
         check_payload(size, target.v6)
@@ -504,7 +523,7 @@ class AsyncClient:
         count: int = 1,
         interval: float = 1.0,
         timeout: float | None = None,
-        rate: float | None = DEFAULT_RATE,
+        rate: float | None = DEFAULT_SWEEP_RATE,
         ttl: int | None = None,
         payload_size: int | None = None,
         family: int | None = None,
@@ -536,6 +555,8 @@ class AsyncClient:
         """
         hosts = self._hosts(targets)
         engine, options = self._sweep_options(count, interval, timeout, rate, ttl, payload_size, family)
+        from ._multiping import collect
+
         return await collect(engine, hosts, **options)
 
     def iter_multiping(
@@ -545,7 +566,7 @@ class AsyncClient:
         count: int = 1,
         interval: float = 1.0,
         timeout: float | None = None,
-        rate: float | None = DEFAULT_RATE,
+        rate: float | None = DEFAULT_SWEEP_RATE,
         ttl: int | None = None,
         payload_size: int | None = None,
         family: int | None = None,
@@ -566,6 +587,8 @@ class AsyncClient:
         """
         hosts = self._hosts(targets)
         engine, options = self._sweep_options(count, interval, timeout, rate, ttl, payload_size, family)
+        from ._multiping import stream
+
         return stream(engine, hosts, **options)
 
     def _sweep_options(

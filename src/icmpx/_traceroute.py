@@ -20,7 +20,7 @@ import anyio
 
 from ._engine import Engine
 from ._matching import Outcome, Probe
-from ._models import Hop, HopProbe, Target, TracerouteResult
+from ._models import ErrorKind, Hop, HopProbe, Target, TracerouteResult, error_kind
 from ._resolve import ReverseResolver
 
 __all__ = ["Signal", "TraceRound", "build_hops", "paris_checksum", "run_round", "traceroute"]
@@ -150,8 +150,9 @@ async def run_round(
 
 def _hop_probe(outcome: Outcome | None) -> HopProbe:
     if outcome is None or outcome.rtt_ms is None or outcome.src is None:
-        return HopProbe(rtt=float("inf"), addr=None, error=outcome.error if outcome else "timeout")
-    return HopProbe(rtt=outcome.rtt_ms, addr=outcome.src, error=outcome.error, mpls=outcome.mpls)
+        error = error_kind(outcome.error) if outcome else ErrorKind.TIMEOUT
+        return HopProbe(rtt=float("inf"), addr=None, error=error)
+    return HopProbe(rtt=outcome.rtt_ms, addr=outcome.src, error=error_kind(outcome.error), mpls=outcome.mpls)
 
 
 def most_frequent(addrs: Sequence[str]) -> str | None:
@@ -168,14 +169,14 @@ def build_hops(trace: TraceRound, names: dict[str, str | None]) -> list[Hop]:
     for ttl in trace.ttls:
         if ttl > trace.last_ttl:
             break
-        probes = [_hop_probe(o) for o in trace.outcomes[ttl]]
+        probes = tuple(_hop_probe(o) for o in trace.outcomes[ttl])
         seen = [p.addr for p in probes if p.addr is not None]
         addr = most_frequent(seen)
         hops.append(
             Hop(
                 ttl=ttl,
                 addr=addr,
-                addrs=list(dict.fromkeys(seen)),
+                addrs=tuple(dict.fromkeys(seen)),
                 hostname=names.get(addr) if addr is not None else None,
                 probes=probes,
             )
@@ -228,5 +229,5 @@ async def traceroute(
         }
         names = await reverse_names(resolver, responders)
     return TracerouteResult(
-        target=target.host, addr=target.addr, reached=trace.reached, hops=build_hops(trace, names)
+        target=target.host, addr=target.addr, reached=trace.reached, hops=tuple(build_hops(trace, names))
     )

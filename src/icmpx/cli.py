@@ -230,7 +230,7 @@ def ping_json(target: str, addr: str | None, results: Sequence[icmpx.EchoResult]
 async def _ping(args: argparse.Namespace, out: TextIO, results: list[icmpx.EchoResult]) -> int:
     async with icmpx.AsyncClient(timeout=args.timeout, privileged=_privileged(args), ttl=args.ttl) as client:
         target = await client.resolve(args.host, family=args.family)
-        await client.socket_kind(6 if target.v6 else 4)  # fail on permissions before printing anything
+        await client.open_socket(6 if target.v6 else 4)  # fail on permissions before printing anything
         if not args.json:
             print(f"PING {args.host} ({target.addr}) {args.size} data bytes", file=out, flush=True)
         series = client.iter_ping(
@@ -345,7 +345,7 @@ async def _traceroute(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError(f"first hop {args.first_hop} is beyond max hops {args.max_hops}")
     async with icmpx.AsyncClient(timeout=args.timeout, privileged=_privileged(args)) as client:
         target = await client.resolve(args.host, family=args.family)
-        await client.socket_kind(6 if target.v6 else 4)  # fail on permissions before printing anything
+        await client.open_socket(6 if target.v6 else 4)  # fail on permissions before printing anything
         if not args.json:
             print(
                 f"traceroute to {args.host} ({target.addr}), {args.max_hops} hops max, 56 byte packets",
@@ -588,7 +588,7 @@ async def _mtr(args: argparse.Namespace, out: TextIO, live_view: bool, seen: lis
     last: icmpx.MtrReport | None = None
     async with icmpx.AsyncClient(timeout=args.timeout, privileged=_privileged(args)) as client:
         target = await client.resolve(args.host, family=args.family)
-        await client.socket_kind(6 if target.v6 else 4)  # fail on permissions before drawing anything
+        await client.open_socket(6 if target.v6 else 4)  # fail on permissions before drawing anything
         reports = client.mtr(
             args.host,
             cycles=cycles,
