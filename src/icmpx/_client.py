@@ -18,6 +18,7 @@ from ._models import (
     DEFAULT_SWEEP_RATE,
     EchoResult,
     EngineStats,
+    Hop,
     MtrReport,
     PingStats,
     Target,
@@ -410,29 +411,78 @@ class AsyncClient:
             ValueError: An argument is out of range.
             ClientClosedError: The client is (or was, during the call) closed.
         """
-        check_int(max_hops, "max_hops", 1, 255)
-        check_int(first_hop, "first_hop", 1, max_hops)
-        check_int(probes, "probes", 1, 100)
-        wait = self.timeout if timeout is None else check_timeout(timeout)
-        size = self.payload_size if payload_size is None else check_int(payload_size, "payload_size", 0)
+        options = self._trace_options(max_hops, first_hop, probes, timeout, resolve_dns, paris, payload_size)
         normalize_family(family)
         engine = self._require_engine()
         target = await resolve(host, family)
-        check_payload(size, target.v6)
-        dns = self.resolve_dns_default if resolve_dns is None else bool(resolve_dns)
+        check_payload(options["payload_size"], target.v6)
         from ._traceroute import traceroute
 
-        return await traceroute(
-            engine,
-            target,
-            max_hops=max_hops,
-            first_hop=first_hop,
-            probes=probes,
-            timeout=wait,
-            payload_size=size,
-            paris=bool(paris),
-            resolver=self._reverse if dns else None,
-        )
+        return await traceroute(engine, target, **options)
+
+    def iter_traceroute(
+        self,
+        host: str,
+        *,
+        max_hops: int = 30,
+        first_hop: int = 1,
+        probes: int = 3,
+        timeout: float | None = None,
+        resolve_dns: bool | None = None,
+        paris: bool = True,
+        payload_size: int | None = None,
+        family: int | None = None,
+    ) -> AsyncGenerator[Hop, None]:
+        """Like `traceroute`, but yields each `Hop` as soon as it and every hop below it are complete.
+
+        The same trace, hop by hop as traceroute(8) prints it: a program can show the path as it is
+        found, and keep what it has when it stops early. Takes the same arguments as `traceroute`. Not a
+        coroutine: iterate over what it returns; arguments are checked when it is called.
+
+        Yields:
+            One `Hop` per TTL from ``first_hop`` to the destination (or ``max_hops``), lowest first.
+        """
+        options = self._trace_options(max_hops, first_hop, probes, timeout, resolve_dns, paris, payload_size)
+        normalize_family(family)
+        return self._iter_traceroute(host, family, options)
+
+    async def _iter_traceroute(
+        self, host: str, family: int | None, options: dict[str, Any]
+    ) -> AsyncGenerator[Hop, None]:
+        from ._traceroute import iter_hops
+
+        engine = self._require_engine()
+        target = await resolve(host, family)
+        check_payload(options["payload_size"], target.v6)
+        async with aclosing(iter_hops(engine, target, **options)) as hops:
+            async for hop in hops:
+                yield hop
+
+    def _trace_options(
+        self,
+        max_hops: int,
+        first_hop: int,
+        probes: int,
+        timeout: float | None,
+        resolve_dns: bool | None,
+        paris: bool,
+        payload_size: int | None,
+    ) -> dict[str, Any]:
+        check_int(max_hops, "max_hops", 1, 255)
+        check_int(first_hop, "first_hop", 1, max_hops)
+        check_int(probes, "probes", 1, 100)
+        dns = self.resolve_dns_default if resolve_dns is None else bool(resolve_dns)
+        return {
+            "max_hops": max_hops,
+            "first_hop": first_hop,
+            "probes": probes,
+            "timeout": self.timeout if timeout is None else check_timeout(timeout),
+            "payload_size": (
+                self.payload_size if payload_size is None else check_int(payload_size, "payload_size", 0)
+            ),
+            "paris": bool(paris),
+            "resolver": self._reverse if dns else None,
+        }
 
     def mtr(
         self,

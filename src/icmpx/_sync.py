@@ -21,6 +21,7 @@ from ._models import (
     DEFAULT_SWEEP_RATE,
     EchoResult,
     EngineStats,
+    Hop,
     MtrReport,
     PingStats,
     Target,
@@ -298,6 +299,33 @@ class Client:
             payload_size=payload_size,
             family=family,
         )
+
+    def iter_traceroute(
+        self,
+        host: str,
+        *,
+        max_hops: int = 30,
+        first_hop: int = 1,
+        probes: int = 3,
+        timeout: float | None = None,
+        resolve_dns: bool | None = None,
+        paris: bool = True,
+        payload_size: int | None = None,
+        family: int | None = None,
+    ) -> Iterator[Hop]:
+        """Like `traceroute`, one `Hop` at a time as each is complete (see `AsyncClient.iter_traceroute`)."""
+        agen = self._async.iter_traceroute(
+            host,
+            max_hops=max_hops,
+            first_hop=first_hop,
+            probes=probes,
+            timeout=timeout,
+            resolve_dns=resolve_dns,
+            paris=paris,
+            payload_size=payload_size,
+            family=family,
+        )
+        return self._iterate(agen)
 
     def multiping(
         self,
