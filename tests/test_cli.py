@@ -373,7 +373,7 @@ def test_head_gets_its_line_and_the_command_stops() -> None:
         (["ping", "::1", "-c", "-1"], "argument -c/--count: invalid value '-1': out of range: 1 <= value"),
         (["ping", "::1", "-W", "-1"], "argument -W/--timeout: invalid value '-1': out of range: 0 < value"),
         (["ping", "127.0.0.1", "-t", "-5"], "out of range: 1 <= value <= 255"),
-        (["multiping", "::1", "--rate", "-5"], "argument --rate: invalid value '-5': out of range: 0 <= value"),
+        (["multiping", "::1", "--rate", "-5"], "--rate: invalid value '-5': out of range: 0 <= value"),
         (["mtr", "127.0.0.1", "-i", "-0.5"], "out of range: 0 < value"),
         (["traceroute", "127.0.0.1", "-f", "5", "-m", "3"], "first hop 5 is beyond max hops 3"),
         (["ping", "127.0.0.1", "-s", "65508"], "payload size 65508 is too large for IPv4 (at most 65507)"),

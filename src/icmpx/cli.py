@@ -441,7 +441,7 @@ def traceroute_failure_json(host: str, error: str) -> dict[str, Any]:
     return {"target": host, "addr": None, "reached": False, "hops": [], "error": error}
 
 
-def _trace_line(hop: icmpx.Hop, zone: str = "") -> str:
+def _trace_line(hop: icmpx.Hop, names: dict[str, str | None], zone: str = "") -> str:
     parts = [f"{hop.ttl:2d} "]
     shown: str | None = None
     for probe in hop.probes:
@@ -450,7 +450,7 @@ def _trace_line(hop: icmpx.Hop, zone: str = "") -> str:
             continue
         if probe.addr != shown:
             addr = _scoped(probe.addr, zone)
-            name = hop.hostname if probe.addr == hop.addr else None
+            name = names.get(probe.addr)
             parts.append(f" {_printable(name)} ({addr})" if name else f" {addr}")
             shown = probe.addr
         mark = _ERROR_MARKS.get(probe.error or "", f" !{probe.error}" if probe.error else "")
@@ -495,7 +495,10 @@ async def _traceroute(
         async for hop in trace:
             hops.append(hop)
             if not args.json:
-                print(_trace_line(hop, zone), file=out, flush=True)
+                names: dict[str, str | None] = {}
+                if not args.numeric:  # every responder of the hop, named (the trace's lookups are cached)
+                    names = {addr: await client.reverse_dns(addr) for addr in hop.addrs}
+                print(_trace_line(hop, names, zone), file=out, flush=True)
 
 
 def cmd_traceroute(args: argparse.Namespace) -> int:
