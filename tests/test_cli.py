@@ -262,6 +262,11 @@ def test_in_process_quiet_namespace_helper_really_drops_echoes(quiet_netns: str)
 # ----------------------------------------------------------------------------------- Ctrl-C (item 6)
 
 
+# The namespace counts a packet a moment before the command reads it: a SIGINT sent in that moment finds
+# nothing collected yet. The run is then repeated (the output is still checked, apart from the rows).
+ATTEMPTS = 5
+
+
 def _no_traceback(proc: subprocess.Popen[str], stderr: str) -> None:
     assert "Traceback" not in stderr, stderr
     assert "KeyboardInterrupt" not in stderr, stderr
@@ -276,13 +281,16 @@ def test_ctrl_c_in_traceroute_prints_the_hops_it_has(make_lab: Callable[..., Lab
     _no_traceback(proc, err)
     assert proc.returncode == 1  # the destination had not answered: as documented for an unreached trace
     args = ["traceroute", lab.target4, "-n", "-q", "1", "-W", "30", "--json"]
-    proc = interrupt_once(args, lab.client, "InTimeExcds", 1)
-    out, err = proc.communicate(timeout=20)
-    _no_traceback(proc, err)
-    doc = json.loads(out)
-    assert doc["reached"] is False
+    for _attempt in range(ATTEMPTS):
+        proc = interrupt_once(args, lab.client, "InTimeExcds", 1)
+        out, err = proc.communicate(timeout=20)
+        _no_traceback(proc, err)
+        assert proc.returncode == 1
+        doc = json.loads(out)
+        assert doc["reached"] is False
+        if doc["hops"]:
+            break
     assert [(h["ttl"], h["addr"]) for h in doc["hops"]] == [(1, lab.hop4(1))]
-    assert proc.returncode == 1
 
 
 @pytest.mark.lab
@@ -291,10 +299,14 @@ def test_ctrl_c_in_multiping_prints_every_row(lab_required: None) -> None:
     with namespace("net/ipv4/icmp_echo_ignore_all=1") as ns:
         for mode in ([], ["--json"]):
             args = ["multiping", "::1", "127.0.0.1", "-W", "30", *mode]
-            proc = interrupt_once(args, ns, "Icmp6InEchoReplies", 1)
-            out, err = proc.communicate(timeout=20)
-            _no_traceback(proc, err)
-            assert proc.returncode == 1
+            for _attempt in range(ATTEMPTS):
+                proc = interrupt_once(args, ns, "Icmp6InEchoReplies", 1)
+                out, err = proc.communicate(timeout=20)
+                _no_traceback(proc, err)
+                assert proc.returncode == 1
+                first = json.loads(out)["hosts"][0]["received"] if mode else out.splitlines()[0]
+                if first == 1 or (not mode and "interrupted" not in first):
+                    break
             if mode:
                 hosts = json.loads(out)["hosts"]
                 assert [(h["target"], h["received"]) for h in hosts] == [("::1", 1), ("127.0.0.1", 0)]
@@ -312,10 +324,12 @@ def test_ctrl_c_in_multiping_prints_every_row(lab_required: None) -> None:
 def test_ctrl_c_in_mtr_prints_the_report_so_far(lab_required: None, mode: list[str]) -> None:
     with namespace() as ns:
         args = ["mtr", "127.0.0.1", "-n", "-i", "0.01", "-c", "100000", *mode]
-        proc = interrupt_once(args, ns, "InEchoReps", 5)
+        # A cycle probes TTLs 1-30 at once and, on loopback, all 30 come back as echo replies: 200
+        # replies are several complete cycles.
+        proc = interrupt_once(args, ns, "InEchoReps", 200)
         out, err = proc.communicate(timeout=20)
     _no_traceback(proc, err)
-    assert proc.returncode == 0
+    assert proc.returncode == 0, (out, err)
     if mode == ["--json"]:
         doc = json.loads(out)
         assert 1 <= doc["cycles"] < 100000
