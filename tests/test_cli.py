@@ -374,8 +374,8 @@ def test_a_closed_pipe_ends_quietly(args: list[str]) -> None:
 def test_head_gets_its_line_and_the_command_stops() -> None:
     shell = f"{sys.executable} -m icmpx ping 127.0.0.1 -n -i 0.01 -c 500 | head -1; echo ${{PIPESTATUS[0]}}"
     proc = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60)
-    assert proc.stdout.splitlines() == ["PING 127.0.0.1 (127.0.0.1) 56 data bytes", "0"]
     assert proc.stderr == ""
+    assert proc.stdout.splitlines() == ["PING 127.0.0.1 (127.0.0.1) 56 data bytes", "0"]
 
 
 # ----------------------------------------------------------------------------- argument errors (8, 9)
@@ -408,7 +408,8 @@ def test_range_errors_name_the_range_and_the_command(args: list[str], message: s
 def test_help_states_the_payload_limits_the_check_applies() -> None:
     text = " ".join(icmpx_cli("ping", "--help").stdout.split())
     assert "at most 65507 over IPv4, 65527 over IPv6" in text
-    assert icmpx_cli("ping", "127.0.0.1", "-s", "65507", "-c", "1", "-n", "-q").returncode == 0
+    largest = icmpx_cli("ping", "127.0.0.1", "-s", "65507", "-c", "1", "-n", "-q")
+    assert largest.returncode == 0, largest.stderr
     assert icmpx_cli("ping", "127.0.0.1", "-s", "65508", "-c", "1").returncode == 3
 
 
@@ -448,12 +449,15 @@ def test_target_file_words_control_bytes_and_long_names(tmp_path: Path) -> None:
 
 
 def test_json_figures_are_rounded_to_the_microsecond() -> None:
-    docs = [
-        json.loads(icmpx_cli("ping", "127.0.0.1", "-c", "3", "-i", "0.01", "-n", "--json").stdout),
-        json.loads(icmpx_cli("multiping", "127.0.0.1", "::1", "-c", "3", "-i", "0.01", "--json").stdout),
-        json.loads(icmpx_cli("traceroute", "127.0.0.1", "-n", "--json").stdout),
-        json.loads(icmpx_cli("mtr", "127.0.0.1", "-n", "-c", "3", "-i", "0.01", "--json").stdout),
+    runs = [
+        icmpx_cli("ping", "127.0.0.1", "-c", "3", "-i", "0.01", "-n", "--json"),
+        icmpx_cli("multiping", "127.0.0.1", "::1", "-c", "3", "-i", "0.01", "--json"),
+        icmpx_cli("traceroute", "127.0.0.1", "-n", "--json"),
+        icmpx_cli("mtr", "127.0.0.1", "-n", "-c", "3", "-i", "0.01", "--json"),
     ]
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+    docs = [json.loads(run.stdout) for run in runs]
 
     def floats(value: object) -> Iterator[float]:
         if isinstance(value, float):
