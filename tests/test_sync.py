@@ -215,3 +215,15 @@ def test_ping_positions_count_from_one_beside_the_wire_sequence() -> None:
     assert single.position == 1
     seqs = [r.request.seq for r in results]
     assert seqs == [(seqs[0] + i) % 65536 for i in range(3)]  # the wire sequence stays what was sent
+
+
+def test_iter_traceroute_yields_the_hops_traceroute_returns() -> None:
+    with icmpx.Client(timeout=1.0) as client:
+        whole = client.traceroute("::1", probes=2, max_hops=5)
+        hops = list(client.iter_traceroute("::1", probes=2, max_hops=5))
+        with pytest.raises(ValueError, match="probes"):
+            client.iter_traceroute("::1", probes=0)  # checked at the call, before any iteration
+    assert [(h.ttl, h.addr, h.addrs, len(h.probes)) for h in hops] == [
+        (h.ttl, h.addr, h.addrs, len(h.probes)) for h in whole.hops
+    ]
+    assert all(p.error is None for h in hops for p in h.probes)
