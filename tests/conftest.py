@@ -3,12 +3,22 @@
 Lab tests are marked ``@pytest.mark.lab``.  Where the lab cannot run (not root, no ``ip``/``nft``,
 namespaces forbidden) they skip with the reason; with ``ICMPX_REQUIRE_LAB=1`` (as CI sets) they
 fail instead, and so does *any* skip anywhere in the run: a green CI means everything ran.
+
+Without root, a contributor may lack ICMP sockets too: no ``CAP_NET_RAW`` for raw ones, and
+``net.ipv4.ping_group_range`` closed to their group for ping sockets. The session checks once which
+kinds this process may open; a test that then fails *because* a socket was refused (the library's
+`RawSocketPermissionError`, its message in a command's output, or ``PermissionError`` opening a raw
+socket in the test itself) is reported as skipped, with the reason and what to change. Where raw sockets
+open (root, as in CI) nothing is ever converted, and under ``ICMPX_REQUIRE_LAB=1`` such a skip fails.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import sys
+import traceback
 from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -45,12 +55,102 @@ def _ensure_lab() -> None:
         _lab_unavailable(reason)
 
 
+# ---------------------------------------------------------------------------------- ICMP sockets
+
+
+def _may_open(kind: int) -> bool:
+    try:
+        socket.socket(socket.AF_INET, kind, socket.IPPROTO_ICMP).close()
+    except PermissionError:
+        return False
+    except OSError as exc:
+        return exc.errno not in (errno.EPERM, errno.EACCES)
+    return True
+
+
+RAW_SOCKETS = _may_open(socket.SOCK_RAW)
+PING_SOCKETS = _may_open(socket.SOCK_DGRAM)
+_ICMP_PROTOCOLS = (socket.IPPROTO_ICMP, socket.IPPROTO_ICMPV6)
+
+
+class _SocketAttempts:
+    """Which ICMP socket kinds the current test asked for (from the interpreter's audit events)."""
+
+    refused = False
+
+    @classmethod
+    def hook(cls, event: str, args: tuple[Any, ...]) -> None:
+        if event != "socket.__new__" or len(args) < 4 or args[3] not in _ICMP_PROTOCOLS:
+            return
+        kind = args[2] & 0xF  # without SOCK_NONBLOCK / SOCK_CLOEXEC
+        if (kind == socket.SOCK_RAW and not RAW_SOCKETS) or (kind == socket.SOCK_DGRAM and not PING_SOCKETS):
+            cls.refused = True
+
+
+if not RAW_SOCKETS:
+    sys.addaudithook(_SocketAttempts.hook)  # audit hooks cannot be removed: only where they can matter
+
+# The first words of RawSocketPermissionError's message, as the command line prints it too.
+_REFUSED_MESSAGE = "icmpx needs either a raw ICMP socket or an unprivileged ICMP (ping) socket"
+
+
+def socket_skip_reason() -> str:
+    """Why a test refused an ICMP socket is skipped here: what this process may open, and how to fix it."""
+    uid = os.getuid()
+    if PING_SOCKETS:
+        return (
+            f"needs a raw ICMP socket, which uid {uid} may not open (no CAP_NET_RAW): run the tests as "
+            "root, as CI does"
+        )
+    return (
+        f"needs ICMP sockets: uid {uid} may open neither raw ones (no CAP_NET_RAW) nor ping ones "
+        "(net.ipv4.ping_group_range excludes its group): run as root, as CI does, or open the range with "
+        "`sudo sysctl -w net.ipv4.ping_group_range='0 2147483647'`"
+    )
+
+
+def _socket_refused(excinfo: pytest.ExceptionInfo[BaseException] | None, text: str) -> bool:
+    """True when the failure comes from an ICMP socket this process may not open: the test asked for one
+    of a kind refused here, or a command it ran said so (in the failure's text, or a subprocess error's
+    captured output)."""
+    if _SocketAttempts.refused or _REFUSED_MESSAGE in text:
+        return True
+    if excinfo is None:
+        return False
+    from icmpx import RawSocketPermissionError
+
+    pending: list[BaseException] = [excinfo.value]
+    seen: set[int] = set()
+    while pending:
+        exc = pending.pop()
+        if id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        if isinstance(exc, RawSocketPermissionError):
+            return True
+        if isinstance(exc, PermissionError) and _raised_opening_a_socket(exc):
+            return True
+        captured = f"{getattr(exc, 'stdout', '')}{getattr(exc, 'stderr', '')}"  # CalledProcessError
+        if _REFUSED_MESSAGE in captured:
+            return True
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        pending.extend(e for e in (exc.__cause__, exc.__context__) if e is not None)
+    return False
+
+
+def _raised_opening_a_socket(exc: BaseException) -> bool:
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and frames[-1].filename.endswith("socket.py") and frames[-1].name == "__init__"
+
+
 # ---------------------------------------------------------------------------------- hooks
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Every ``lab``-marked test needs the lab, whether it uses the fixtures or lab_chain(); a
     test using the lab fixtures must carry the marker (so ``-m "not lab"`` deselects it)."""
+    _SocketAttempts.refused = False
     if item.get_closest_marker("lab") is not None:
         _ensure_lab()
     elif used := sorted(LAB_FIXTURES & set(getattr(item, "fixturenames", ()))):
@@ -67,8 +167,18 @@ def _skip_reason(longrepr: object) -> str:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Under ICMPX_REQUIRE_LAB=1 a skipped test is a failed test (xfail stays xfail)."""
+    """A failure caused by a refused ICMP socket, where this process may not open raw sockets, is a skip
+    with the reason; under ICMPX_REQUIRE_LAB=1 a skipped test is a failed test (xfail stays xfail)."""
     report = yield
+    if (
+        report.failed
+        and not RAW_SOCKETS
+        and report.when in ("setup", "call")
+        and _socket_refused(call.excinfo, str(report.longrepr))
+    ):
+        path, line, _name = item.location
+        report.outcome = "skipped"
+        report.longrepr = (path, (line or 0) + 1, f"Skipped: {socket_skip_reason()}")
     if require_lab() and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped while ICMPX_REQUIRE_LAB=1 forbids skips: {_skip_reason(report.longrepr)}"
