@@ -136,7 +136,8 @@ def test_ping_json_document() -> None:
     assert doc["target"] == doc["addr"] == "127.0.0.1"
     assert [r["seq"] for r in doc["results"]] == [1, 2, 3]
     for row in doc["results"]:
-        assert set(row) == {"seq", "rtt_ms", "error", "from", "ttl"}
+        assert set(row) == {"seq", "rtt_ms", "error", "from", "ttl", "weak"}
+        assert row["weak"] is False
         assert row["error"] is None
         assert row["from"] == "127.0.0.1"
         assert row["ttl"] == 64
@@ -174,7 +175,8 @@ def test_traceroute_json_document() -> None:
     assert doc["reached"] is True
     assert len(doc["hops"]) == 1
     hop = doc["hops"][0]
-    assert set(hop) == {"ttl", "addr", "addrs", "hostname", "rtts_ms"}
+    assert set(hop) == {"ttl", "addr", "addrs", "hostname", "rtts_ms", "weak"}
+    assert hop["weak"] == [False, False]
     assert (hop["ttl"], hop["addr"], hop["addrs"], hop["hostname"]) == (1, "127.0.0.1", ["127.0.0.1"], None)
     assert len(hop["rtts_ms"]) == 2
     assert all(isinstance(r, float) and not math.isinf(r) for r in hop["rtts_ms"])
