@@ -62,6 +62,7 @@ __all__ = ["Engine"]
 
 _READ_BATCH = 2048
 _SEND_YIELD_EVERY = 256
+_NOTICE_RETRIES = 8  # sends retried after reading the error queue, when the send reported a queued error
 _NO_CMSGS: list[tuple[int, int, bytes]] = []
 _SIGNATURE_END = 8 + SIGNATURE_SIZE
 # errno values a send or receive reports for an ICMP error already queued: notices, not failures.
@@ -240,7 +241,7 @@ class Engine:
         probe.packed = _packed(target)
         probe.csum = sent_sum(packet, v6=fam.v6)
         cmsgs = _NO_CMSGS if ttl == channel.icmp.default_ttl else [S.ttl_cmsg(fam.v6, ttl)]
-        retried = False
+        notices = 0
         while True:
             probe.sent_ns = time.monotonic_ns()
             try:
@@ -254,10 +255,12 @@ class Engine:
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:
                     return None
-                if exc.errno in _NOTICE_ERRNOS and not retried:
+                if exc.errno in _NOTICE_ERRNOS and notices < _NOTICE_RETRIES:
                     # Most likely an ICMP error queued for an earlier probe, reported on this send
-                    # (Linux >= 6.1). Read it, then try once more.
-                    retried = True
+                    # (Linux >= 6.1): read the queue, try again. Errors keep arriving while we do (a flood,
+                    # forged or not, must not fail our sends), so a few times; a local failure (no route)
+                    # persists past them.
+                    notices += 1
                     self.tally.notices += 1
                     channel.reader.drain_errors(_clock_offset())
                     continue
@@ -337,6 +340,7 @@ class Engine:
                 drain=lambda: channel.reader.drain(_clock_offset(), _READ_BATCH),
                 is_closed=lambda: self._closed,
                 notice_errnos=_NOTICE_ERRNOS,
+                notice_retries=_NOTICE_RETRIES,
                 errno_names=_SEND_ERRNO_NAMES,
             )
         finally:
