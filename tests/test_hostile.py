@@ -13,6 +13,7 @@ The finding tests run one kind group each, so a failure names the finding it rep
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Iterator
@@ -20,9 +21,20 @@ from typing import Any
 
 import pytest
 
+import icmpx
 from hostile import FENCE, HONEST, KINDS, ROUTER, HostileRun, hostile_lab, run_hostile
 
 pytestmark = pytest.mark.lab
+
+# Until the engine of issue 12 lands (its new counters are the sign), these tests are expected to fail:
+# the forgeries get in. From then on they must pass; the marker has no effect and can go.
+ISSUE_12_ENGINE = "bad_checksum" in {f.name for f in dataclasses.fields(icmpx.EngineStats)}
+before_issue_12 = pytest.mark.xfail(
+    not ISSUE_12_ENGINE,
+    reason="issue 12: the engine still lets forgeries in",
+    raises=AssertionError,
+    strict=True,
+)
 
 TOTAL = int(os.environ.get("ICMPX_HOSTILE_PACKETS", "100000"))
 FLOODS = [(family, user) for user in ("root", "nobody") for family in (4, 6)]
@@ -129,6 +141,7 @@ def check_flood(run: HostileRun, budget: int) -> None:
     assert run.arrived.get(FENCE), "the fence never reached the client"
 
 
+@before_issue_12
 @pytest.mark.parametrize(("family", "user"), FLOODS, ids=[f"ipv{f}-{u}" for f, u in FLOODS])
 def test_a_flood_of_every_forgery_gets_nothing_in_and_every_packet_is_counted(
     lab: Any, family: int, user: str
@@ -153,6 +166,7 @@ FINDINGS = {
 FINDING_CASES = [(name, family) for name, (_k, families) in FINDINGS.items() for family in families]
 
 
+@before_issue_12
 @pytest.mark.parametrize(("finding", "family"), FINDING_CASES, ids=[f"{n}-ipv{f}" for n, f in FINDING_CASES])
 def test_finding(lab: Any, finding: str, family: int) -> None:
     kinds, _families = FINDINGS[finding]
