@@ -12,7 +12,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -23,8 +23,10 @@ if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
 from lab import Lab, lab_available, lab_chain  # noqa: E402
-from loopwatch import LoopWatch  # noqa: E402
 from netns import inside, quiet_namespace  # noqa: E402
+
+if TYPE_CHECKING:
+    from loopwatch import LoopWatch
 
 LAB_FIXTURES = frozenset({"lab_required", "lab8", "make_lab"})
 
@@ -146,7 +148,9 @@ def make_lab(lab_required: None) -> Iterator[Callable[..., Lab]]:
 # Every async test runs on asyncio in debug mode and on trio (the ``anyio_backend`` fixture above); a test
 # marked ``matrix`` (a representative subset) also on asyncio + uvloop and with batch I/O off (``_mmsg``
 # unavailable: the recvmsg / one-sendto-per-packet fallback). In every one of them a watchdog fails the test
-# if an icmpx call holds the event loop for more than 10 ms (see loopwatch.py).
+# if an icmpx call keeps the event loop waiting (asleep, on blocking I/O) for more than 10 ms in one step;
+# steps where icmpx computes that long are listed at the end (and fail with ICMPX_LOOP_STRICT=1). See
+# loopwatch.py.
 
 BACKENDS: dict[str, tuple[str, dict[str, Any]]] = {
     "asyncio": ("asyncio", {"debug": True}),
@@ -154,7 +158,7 @@ BACKENDS: dict[str, tuple[str, dict[str, Any]]] = {
     "uvloop": ("asyncio", {"debug": True, "use_uvloop": True}),
     "recvmsg": ("asyncio", {"debug": True}),  # with batch I/O off
 }
-_LOOP_WATCH = pytest.StashKey[LoopWatch]()
+_LOOP_WATCH = pytest.StashKey["LoopWatch"]()
 
 
 def backend_variant(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
@@ -179,6 +183,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 async def loop_watch() -> AsyncIterator[LoopWatch]:
     """A watchdog on the test's event loop (see loopwatch.py); started before the test's other fixtures."""
+    from loopwatch import LoopWatch  # (imported here: a copy of this file elsewhere may go without it)
+
     watch = LoopWatch.here()
     try:
         yield watch
@@ -192,7 +198,7 @@ def _watch_the_loop(request: pytest.FixtureRequest) -> None:
         request.node.stash[_LOOP_WATCH] = request.getfixturevalue("loop_watch")
 
 
-_BUSY_STEPS: list[tuple[str, str]] = []
+_BUSY_STEPS: list[tuple[float, str, str]] = []
 
 
 @pytest.hookimpl(wrapper=True)
@@ -203,7 +209,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     watch = item.stash.get(_LOOP_WATCH, None)
     if watch is not None:
         watch.stop()
-        _BUSY_STEPS.extend((item.nodeid, str(stall)) for stall in watch.busy)
+        _BUSY_STEPS.extend((stall.blocked, item.nodeid, str(stall)) for stall in watch.busy)
         failures = watch.violations + (watch.busy if os.environ.get("ICMPX_LOOP_STRICT") == "1" else [])
         if failures:
             pytest.fail("icmpx blocked the event loop: " + "; ".join(map(str, failures)), pytrace=False)
@@ -213,5 +219,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if _BUSY_STEPS:
         title = "icmpx computed for more than 10 ms in one loop step (these fail with ICMPX_LOOP_STRICT=1)"
         terminalreporter.section(title)
-        for nodeid, stall in _BUSY_STEPS:
+        worst = sorted(_BUSY_STEPS, reverse=True)
+        for _blocked, nodeid, stall in worst[:20]:
             terminalreporter.write_line(f"{nodeid}: {stall}")
+        if len(worst) > 20:
+            terminalreporter.write_line(f"... and {len(worst) - 20} shorter ones")

@@ -5,18 +5,19 @@ The event loop tells when one step (a callback, a task running up to its next aw
 took ... seconds" warning), trio through an instrument around every task step. Meanwhile a thread samples
 the loop thread's stack every millisecond; the part of a slow step during which an icmpx frame was on it
 is the time icmpx held the loop. Time the thread spent runnable but not running (other processes had the
-CPU: ``/proc/self/task/<tid>/schedstat``) is left out, so a busy machine does not fail a test; sleeping,
-waiting on a lock or on the GIL, and computing all count.
+CPU: ``/proc/self/task/<tid>/schedstat``) is left out, so a busy machine does not fail a test.
 
-A step in which icmpx kept the loop *waiting* (asleep, on blocking I/O, on a lock or the GIL: the thread
-off its CPU) for more than ``LIMIT`` is a violation: the test fails, naming the icmpx functions on the
-stack. A test's own code blocking the loop is not blamed (no icmpx frame on the stack), nor many short
-steps in a row (each gives the loop back).
+A step in which icmpx kept the loop *waiting* (asleep in the kernel on its own account: a sleep, blocking
+I/O, a poll; the thread's ``wchan`` tells, and every ``time.sleep`` icmpx calls on the loop's thread is
+timed exactly) for more than ``LIMIT`` is a violation: the test fails, naming
+the icmpx functions on the stack. A test's own code blocking the loop is not blamed (no icmpx frame on the
+stack), nor many short steps in a row (each gives the loop back).
 
-Steps in which icmpx *computed* for more than ``LIMIT`` are collected in `busy` and listed at the end of
-the run; they fail only with ``ICMPX_LOOP_STRICT=1``. While the loop thread computes it holds the GIL, so
-the sampling thread sees its stack only every few milliseconds and the blame is approximate; and asyncio's
-debug mode, which the suite runs in, multiplies the cost of every task step.
+Steps in which icmpx *computed* (or waited on a futex: the GIL or a lock) for more than ``LIMIT`` are
+collected in `busy` and listed at the end of the run; they fail only with ``ICMPX_LOOP_STRICT=1``. While
+the loop thread computes it holds the GIL, so the sampling thread sees its stack only every few
+milliseconds and the blame is approximate; a GIL wait cannot be told from one the sampler itself caused
+on a loaded machine; and asyncio's debug mode, which the suite runs in, multiplies the cost of every step.
 """
 
 from __future__ import annotations
@@ -48,14 +49,15 @@ class Stall:
     """Seconds the step ran."""
     blocked: float = 0.0
     """Seconds of it with icmpx on the loop thread's stack, not counting waiting for a CPU."""
-    computing: float = 0.0
-    """Of ``blocked``, seconds the loop thread was running (the rest it slept or waited: I/O, a lock)."""
+    waiting: float = 0.0
+    """Of ``blocked``, seconds the loop thread was asleep in the kernel on its own account (a sleep, I/O),
+    the rest it ran or waited on a futex (the GIL, a lock)."""
     where: Counter[str] = field(default_factory=Counter)
     """Innermost icmpx function on the stack (``module.py:function``), by samples."""
 
     @property
-    def waiting(self) -> float:
-        return self.blocked - self.computing
+    def computing(self) -> float:
+        return self.blocked - self.waiting
 
     def __str__(self) -> str:
         spots = ", ".join(f"{name} ({n})" for name, n in self.where.most_common(4))
@@ -78,8 +80,9 @@ class LoopWatch:
         """The longest step seen (whatever ran in it), in seconds."""
         self._ident = threading.get_ident()
         self._schedstat = f"/proc/self/task/{threading.get_native_id()}/schedstat"
-        self._cpu_clock = time.pthread_getcpuclockid(self._ident)
-        self._samples: deque[tuple[float, int, int, str | None]] = deque(maxlen=20_000)
+        self._wchan = f"/proc/self/task/{threading.get_native_id()}/wchan"
+        self._samples: deque[tuple[float, int, bool, str | None]] = deque(maxlen=20_000)
+        self._sleeps: deque[tuple[float, float, str]] = deque(maxlen=20_000)
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="icmpx-loop-watch", daemon=True)
         self._undo: list[Any] = []
@@ -91,6 +94,7 @@ class LoopWatch:
 
         watch = cls(limit)
         watch._thread.start()
+        watch._trip_sleep()
         if sniffio.current_async_library() == "trio":
             watch._hook_trio()
         else:
@@ -113,31 +117,63 @@ class LoopWatch:
         if duration <= self.limit:
             return
         stall = Stall(duration)
-        last: tuple[float, int, int] | None = None
-        for t, waiting, cpu, where in list(self._samples):
+        last: tuple[float, int] | None = None
+        for t, waiting, asleep, where in list(self._samples):
             if t <= start:
-                last = (t, waiting, cpu)
+                last = (t, waiting)
                 continue
             if t > end + PERIOD:
                 break
-            prev_t, prev_waiting, prev_cpu = last if last is not None else (start, waiting, cpu)
+            prev_t, prev_waiting = last if last is not None else (start, waiting)
             if where is not None:
                 span = min(t, end) - max(prev_t, start)
                 share = span / (t - prev_t) if t > prev_t else 0.0  # of the interval, inside the step
                 blocked = max(0.0, span - share * (waiting - prev_waiting) / 1e9)
                 stall.blocked += blocked
-                if t - prev_t > STARVED:
-                    # The sampler could not run: some thread held the GIL all along. Whatever the loop
-                    # thread did meanwhile, it was not waiting on its own (that frees the GIL): busy.
-                    stall.computing += blocked
-                else:
-                    stall.computing += min(blocked, share * (cpu - prev_cpu) / 1e9)
+                # Asleep in the kernel on its own account when sampled (a sleep, I/O, a poll), the sampler
+                # running freely meanwhile (a thread that sleeps frees the GIL): waiting. Otherwise it ran
+                # (its CPU time, softirq work on its behalf) or waited on a futex (the GIL or a lock, which
+                # the sampler's own turns cause too): busy.
+                if asleep and t - prev_t <= STARVED:
+                    stall.waiting += blocked
                 stall.where[where] += 1
-            last = (t, waiting, cpu)
+            last = (t, waiting)
+        # time.sleep called by icmpx on the loop's thread, timed exactly (a sampler may miss short sleeps)
+        slept = 0.0
+        for began, ended, where in list(self._sleeps):
+            if began >= start and ended <= end + PERIOD:
+                slept += ended - began
+                stall.where[where] += 1
+        stall.waiting = max(stall.waiting, slept)
+        stall.blocked = max(stall.blocked, stall.waiting)
         if stall.waiting > self.limit:
             self.violations.append(stall)
         elif stall.blocked > self.limit:
             self.busy.append(stall)
+
+    def _trip_sleep(self) -> None:
+        """Time every ``time.sleep`` that icmpx calls on the loop's thread."""
+        real = time.sleep
+        watch = self
+
+        def sleep(seconds: float) -> None:
+            if threading.get_ident() != watch._ident:
+                return real(seconds)
+            frame = sys._getframe(1)
+            where = watch._icmpx_in(frame)
+            began = time.monotonic()
+            try:
+                return real(seconds)
+            finally:
+                if where is not None:
+                    watch._sleeps.append((began, time.monotonic(), where))
+
+        time.sleep = sleep
+
+        def undo() -> None:
+            time.sleep = real
+
+        self._undo.append(undo)
 
     def _hook_asyncio(self) -> None:
         import asyncio
@@ -200,8 +236,22 @@ class LoopWatch:
         except (OSError, IndexError, ValueError):
             return 0
 
+    def _asleep(self) -> bool:
+        """Is the loop thread asleep in the kernel on its own account: not running, not runnable, not on a
+        futex (the GIL, a lock)? Its ``wchan`` names where it sleeps, "0" when it runs or may run."""
+        try:
+            with open(self._wchan) as f:
+                where = f.read().strip()
+        except OSError:
+            return False
+        return where not in ("", "0") and "futex" not in where
+
     def _icmpx_frame(self) -> str | None:
-        frame = sys._current_frames().get(self._ident)
+        return self._icmpx_in(sys._current_frames().get(self._ident))
+
+    @staticmethod
+    def _icmpx_in(frame: Any) -> str | None:
+        """The innermost icmpx function of a stack (``module.py:function``), or None."""
         while frame is not None:
             filename = frame.f_code.co_filename
             if filename.startswith(ICMPX_DIR):
@@ -212,8 +262,6 @@ class LoopWatch:
     def _sample(self) -> None:
         while not self._stopped.wait(PERIOD):
             waiting = self._waiting_ns()
-            try:
-                cpu = time.clock_gettime_ns(self._cpu_clock)
-            except OSError:  # the thread is gone
-                return
-            self._samples.append((time.monotonic(), waiting, cpu, self._icmpx_frame()))
+            where = self._icmpx_frame()
+            asleep = where is not None and self._asleep()
+            self._samples.append((time.monotonic(), waiting, asleep, where))
