@@ -539,7 +539,7 @@ async def main():
     async def watch_stdin():
         await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
         stop.set()
-    async with icmpx.AsyncClient(timeout=cfg["timeout"]) as client:
+    async with icmpx.AsyncClient(timeout=cfg["timeout"], **cfg["options"]) as client:
         async def ping(host):
             out["ping"] += [reply_row(r) for r in await client.ping(host, count=4, interval=0.05)]
         async def multiping():
@@ -669,10 +669,21 @@ def hostile_lab() -> Iterator[Any]:
         yield lab
 
 
-def _readline(proc: subprocess.Popen[str], timeout: float, what: str) -> str:
+def _readline(
+    proc: subprocess.Popen[str], timeout: float, what: str, alive: subprocess.Popen[str] | None = None
+) -> str:
+    """The next line of ``proc``'s output, within ``timeout`` seconds, while ``alive`` (if given) runs."""
     assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    line = proc.stdout.readline() if ready else ""
+    deadline = time.monotonic() + timeout
+    line = ""
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([proc.stdout], [], [], min(left, 0.1))
+        if ready:
+            line = proc.stdout.readline()
+            break
+        if alive is not None and alive.poll() is not None:
+            _out, err = alive.communicate(timeout=10)
+            raise AssertionError(f"{what}: its peer ended (exit {alive.returncode}); stderr:\n{err}")
     if not line:
         proc.kill()
         _out, err = proc.communicate(timeout=10)
@@ -690,10 +701,12 @@ def run_hostile(
     rate: float = 20000,
     timeout: float = 0.5,
     seed: int = 12,
+    options: dict[str, Any] | None = None,
 ) -> HostileRun:
     """One attack on one client: the attacker floods ``budget`` forgeries of ``kinds`` (default: every kind
     of the family) at ``rate`` per second while the client (``user`` root: raw sockets; nobody: ping
-    sockets) runs rounds of ping, multiping and traceroute; then both report."""
+    sockets) runs rounds of ping, multiping and traceroute (``options`` go to its `AsyncClient`); then both
+    report."""
     tags = frozenset(t for t, k in KINDS.items() if family in k.families) if kinds is None else kinds
     evil = lab.target4 if family == 4 else lab.target6
     down = lab.down4 if family == 4 else lab.down6
@@ -709,12 +722,12 @@ def run_hostile(
     client = None
     try:
         assert _readline(attacker, 30, "attacker start") == "ready"
-        settings = json.dumps({"evil": evil, "down": down, "timeout": timeout})
+        settings = json.dumps({"evil": evil, "down": down, "timeout": timeout, "options": options or {}})
         client = lab.popen(
             [sys.executable, "-c", CLIENT_SCRIPT, settings],
             user=user, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
-        assert _readline(attacker, 60 + budget / rate * 4, "attacker budget") == "budget"
+        assert _readline(attacker, 60 + budget / rate * 4, "attacker budget", alive=client) == "budget"
         assert client.stdin is not None
         assert attacker.stdin is not None
         client.stdin.write("stop\n")

@@ -104,7 +104,7 @@ def honest_answers(run: HostileRun) -> tuple[int, int]:
     return replies, errors
 
 
-def check_accounting(run: HostileRun) -> None:
+def check_accounting(run: HostileRun, *, refusing: bool = False) -> None:
     stats = run.stats
     read = run.reached_socket() - run.socket_drops
     assert stats.dropped == (
@@ -122,7 +122,8 @@ def check_accounting(run: HostileRun) -> None:
     assert stats.errors >= errors
     assert stats.replies + stats.errors <= run.arrived.get(HONEST, 0) + run.arrived.get(ROUTER, 0)
     assert stats.weak == 0  # Linux routers quote whole datagrams: every short quote was forged
-    assert stats.refused == 0  # weak matches are accepted by default
+    if not refusing:
+        assert stats.refused == 0  # weak matches are accepted by default
     bad = run.reached_socket(frozenset({5, 6})) if run.raw and run.family == 4 else 0
     if run.socket_drops == 0:
         assert stats.bad_checksum == bad
@@ -173,3 +174,16 @@ def test_finding(lab: Any, finding: str, family: int) -> None:
     run = run_hostile(lab, family=family, user="root", budget=3000, kinds=kinds)
     assert not false_matches(run, lab), "\n".join(false_matches(run, lab))
     check_accounting(run)
+
+
+@before_issue_12
+@pytest.mark.parametrize("family", [4, 6])
+def test_a_client_refusing_weak_matches_shows_no_phantom_hop(lab: Any, family: int) -> None:
+    """Short quotes of a Paris trace's silent hop carry the trace's constant checksum, which the target
+    saw: only refusing weak matches keeps them out; they are counted as refused."""
+    short_quotes = frozenset({12, 13, 14})
+    refusing = {"accept_weak": False}
+    run = run_hostile(lab, family=family, user="root", budget=3000, kinds=short_quotes, options=refusing)
+    assert not false_matches(run, lab), "\n".join(false_matches(run, lab))
+    check_accounting(run, refusing=True)
+    assert run.stats.refused > 0
