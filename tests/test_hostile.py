@@ -187,3 +187,33 @@ def test_a_client_refusing_weak_matches_shows_no_phantom_hop(lab: Any, family: i
     assert not false_matches(run, lab), "\n".join(false_matches(run, lab))
     check_accounting(run, refusing=True)
     assert run.stats.refused > 0
+
+
+CONTROL = frozenset({1, 8, 10, 16})  # forgeries today's engine already tells apart
+
+
+# On ping sockets a forged error is queued, and the kernel reports it on the next send too: when that
+# happens twice in a row the probe is reported "host-unreachable" with no responder (seen, not always).
+send_failures = pytest.mark.xfail(
+    not ISSUE_12_ENGINE,
+    reason="issue 12: on ping sockets forged errors can fail a send (host-unreachable, no responder)",
+    raises=AssertionError,
+    strict=False,
+)
+CONTROL_CASES = [
+    pytest.param(family, user, id=f"ipv{family}-{user}", marks=[] if user == "root" else [send_failures])
+    for family, user in FLOODS
+]
+
+
+@pytest.mark.parametrize(("family", "user"), CONTROL_CASES)
+def test_the_kits_accounting_holds_where_no_forgery_can_succeed(lab: Any, family: int, user: str) -> None:
+    """Copied signatures from the wrong host, another program's replies, wrong tokens and random bytes get
+    nothing in even before issue 12 (but see the xfail: forged errors can still fail a send on a ping
+    socket); and every packet that reached the socket is in the counters (the sum only: it holds before
+    and after the engine's new drop counters). This checks the kit's accounting against today's engine."""
+    run = run_hostile(lab, family=family, user=user, budget=5000, kinds=CONTROL)
+    assert not false_matches(run, lab), "\n".join(false_matches(run, lab))
+    assert set(run.arrived) >= CONTROL
+    stats = run.stats
+    assert stats.replies + stats.errors + stats.dropped == run.reached_socket() - run.socket_drops
