@@ -19,10 +19,10 @@ import os
 import socket
 import sys
 import traceback
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -34,6 +34,9 @@ if _HERE not in sys.path:
 
 from lab import Lab, lab_available, lab_chain  # noqa: E402
 from netns import inside, quiet_namespace  # noqa: E402
+
+if TYPE_CHECKING:
+    from loopwatch import LoopWatch
 
 LAB_FIXTURES = frozenset({"lab_required", "lab8", "make_lab"})
 
@@ -203,9 +206,10 @@ def pytest_make_collect_report(
 
 
 @pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Async tests (``pytest.mark.anyio``) run on both backends unless a module narrows this."""
-    return str(request.param)
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    """Async tests (``pytest.mark.anyio``) run on asyncio (debug mode) and trio unless a module narrows
+    this; tests marked ``matrix`` also on uvloop and with batch I/O off (see ``BACKENDS`` below)."""
+    return backend_variant(request)
 
 
 @pytest.fixture
@@ -247,3 +251,86 @@ def make_lab(lab_required: None) -> Iterator[Callable[..., Lab]]:
             return stack.enter_context(lab_chain(*args, **kwargs))
 
         yield make
+
+
+# ---------------------------------------------------------------------------------- event loops (issue 12)
+#
+# Every async test runs on asyncio in debug mode and on trio (the ``anyio_backend`` fixture above); a test
+# marked ``matrix`` (a representative subset) also on asyncio + uvloop and with batch I/O off (``_mmsg``
+# unavailable: the recvmsg / one-sendto-per-packet fallback). In every one of them a watchdog fails the test
+# if an icmpx call keeps the event loop waiting (asleep, on blocking I/O) for more than 10 ms in one step;
+# steps where icmpx computes that long are listed at the end (and fail with ICMPX_LOOP_STRICT=1). See
+# loopwatch.py.
+
+BACKENDS: dict[str, tuple[str, dict[str, Any]]] = {
+    "asyncio": ("asyncio", {"debug": True}),
+    "trio": ("trio", {}),
+    "uvloop": ("asyncio", {"debug": True, "use_uvloop": True}),
+    "recvmsg": ("asyncio", {"debug": True}),  # with batch I/O off
+}
+_LOOP_WATCH = pytest.StashKey["LoopWatch"]()
+
+
+def backend_variant(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    """The anyio backend (and options) of a ``BACKENDS`` name; "recvmsg" also turns batch I/O off."""
+    name = str(request.param)
+    if name == "recvmsg":
+        from icmpx import _mmsg
+
+        request.getfixturevalue("monkeypatch").setattr(_mmsg, "AVAILABLE", False)
+    return BACKENDS[name]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A ``matrix`` test runs on every entry of BACKENDS: as a parametrize mark (added before pytest reads
+    them), so that it takes the place of the fixture's own two parameters."""
+    definition = metafunc.definition
+    if definition.get_closest_marker("matrix") and "anyio_backend" in metafunc.fixturenames:
+        definition.add_marker(pytest.mark.parametrize("anyio_backend", list(BACKENDS), indirect=True))
+
+
+@pytest.fixture
+async def loop_watch() -> AsyncIterator[LoopWatch]:
+    """A watchdog on the test's event loop (see loopwatch.py); started before the test's other fixtures."""
+    from loopwatch import LoopWatch  # (imported here: a copy of this file elsewhere may go without it)
+
+    watch = LoopWatch.here()
+    try:
+        yield watch
+    finally:
+        watch.stop()
+
+
+@pytest.fixture(autouse=True)
+def _watch_the_loop(request: pytest.FixtureRequest) -> None:
+    if "anyio_backend" in request.fixturenames:
+        request.node.stash[_LOOP_WATCH] = request.getfixturevalue("loop_watch")
+
+
+_BUSY_STEPS: list[tuple[float, str, str]] = []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """An async test in which icmpx kept the event loop waiting for more than 10 ms fails (with
+    ICMPX_LOOP_STRICT=1 also one in which icmpx computed for more than 10 ms in one step)."""
+    yield
+    watch = item.stash.get(_LOOP_WATCH, None)
+    if watch is not None:
+        watch.stop()
+        _BUSY_STEPS.extend((stall.blocked, item.nodeid, str(stall)) for stall in watch.busy)
+        failures = watch.violations + (watch.busy if os.environ.get("ICMPX_LOOP_STRICT") == "1" else [])
+        if failures:
+            pytest.fail("icmpx blocked the event loop: " + "; ".join(map(str, failures)), pytrace=False)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _BUSY_STEPS:
+        title = "icmpx computed for more than 10 ms in one loop step (these fail with ICMPX_LOOP_STRICT=1)"
+        terminalreporter.section(title)
+        worst = sorted(_BUSY_STEPS, reverse=True)
+        for _blocked, nodeid, stall in worst[:20]:
+            terminalreporter.write_line(f"{nodeid}: {stall}")
+        if len(worst) > 20:
+            terminalreporter.write_line(f"... and {len(worst) - 20} shorter ones")
