@@ -122,8 +122,10 @@ def check_accounting(run: HostileRun, *, refusing: bool = False) -> None:
     assert stats.errors >= errors
     assert stats.replies + stats.errors <= run.arrived.get(HONEST, 0) + run.arrived.get(ROUTER, 0)
     assert stats.weak == 0  # Linux routers quote whole datagrams: every short quote was forged
-    if not refusing:
-        assert stats.refused == 0  # weak matches are accepted by default
+    if not refusing and (run.raw or run.family == 4):
+        # Weak matches are accepted by default. (On an IPv6 ping socket a short quote cannot be verified,
+        # its checksum covering our source address, so one that hits a pending probe is refused.)
+        assert stats.refused == 0
     bad = run.reached_socket(frozenset({5, 6})) if run.raw and run.family == 4 else 0
     if run.socket_drops == 0:
         assert stats.bad_checksum == bad
@@ -180,13 +182,15 @@ def test_finding(lab: Any, finding: str, family: int) -> None:
 @pytest.mark.parametrize("family", [4, 6])
 def test_a_client_refusing_weak_matches_shows_no_phantom_hop(lab: Any, family: int) -> None:
     """Short quotes of a Paris trace's silent hop carry the trace's constant checksum, which the target
-    saw: only refusing weak matches keeps them out; they are counted as refused."""
+    saw. Sequences are random, so the forger must also guess one: whatever it guesses, a client refusing
+    weak matches shows no phantom hop, and every packet is counted (a quote that does hit a pending probe
+    counts as refused; the classifier's own tests show that path)."""
     short_quotes = frozenset({12, 13, 14})
     refusing = {"accept_weak": False}
     run = run_hostile(lab, family=family, user="root", budget=3000, kinds=short_quotes, options=refusing)
     assert not false_matches(run, lab), "\n".join(false_matches(run, lab))
     check_accounting(run, refusing=True)
-    assert run.stats.refused > 0
+    assert run.stats.weak == 0
 
 
 CONTROL = frozenset({1, 8, 10, 16})  # forgeries today's engine already tells apart
