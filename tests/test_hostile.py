@@ -13,7 +13,6 @@ The finding tests run one kind group each, so a failure names the finding it rep
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from collections.abc import Iterator
@@ -21,20 +20,10 @@ from typing import Any
 
 import pytest
 
-import icmpx
 from hostile import FENCE, HONEST, KINDS, ROUTER, HostileRun, hostile_lab, run_hostile
 
 pytestmark = pytest.mark.lab
 
-# Until the engine of issue 12 lands (its new counters are the sign), these tests are expected to fail:
-# the forgeries get in. From then on they must pass; the marker has no effect and can go.
-ISSUE_12_ENGINE = "bad_checksum" in {f.name for f in dataclasses.fields(icmpx.EngineStats)}
-before_issue_12 = pytest.mark.xfail(
-    not ISSUE_12_ENGINE,
-    reason="issue 12: the engine still lets forgeries in",
-    raises=AssertionError,
-    strict=True,
-)
 
 TOTAL = int(os.environ.get("ICMPX_HOSTILE_PACKETS", "100000"))
 FLOODS = [(family, user) for user in ("root", "nobody") for family in (4, 6)]
@@ -144,7 +133,6 @@ def check_flood(run: HostileRun, budget: int) -> None:
     assert run.arrived.get(FENCE), "the fence never reached the client"
 
 
-@before_issue_12
 @pytest.mark.parametrize(("family", "user"), FLOODS, ids=[f"ipv{f}-{u}" for f, u in FLOODS])
 def test_a_flood_of_every_forgery_gets_nothing_in_and_every_packet_is_counted(
     lab: Any, family: int, user: str
@@ -169,7 +157,6 @@ FINDINGS = {
 FINDING_CASES = [(name, family) for name, (_k, families) in FINDINGS.items() for family in families]
 
 
-@before_issue_12
 @pytest.mark.parametrize(("finding", "family"), FINDING_CASES, ids=[f"{n}-ipv{f}" for n, f in FINDING_CASES])
 def test_finding(lab: Any, finding: str, family: int) -> None:
     kinds, _families = FINDINGS[finding]
@@ -178,7 +165,6 @@ def test_finding(lab: Any, finding: str, family: int) -> None:
     check_accounting(run)
 
 
-@before_issue_12
 @pytest.mark.parametrize("family", [4, 6])
 def test_a_client_refusing_weak_matches_shows_no_phantom_hop(lab: Any, family: int) -> None:
     """Short quotes of a Paris trace's silent hop carry the trace's constant checksum, which the target
@@ -196,25 +182,14 @@ def test_a_client_refusing_weak_matches_shows_no_phantom_hop(lab: Any, family: i
 CONTROL = frozenset({1, 8, 10, 16})  # forgeries today's engine already tells apart
 
 
-# On ping sockets a forged error is queued, and the kernel reports it on the next send too: when that
-# happens twice in a row the probe is reported "host-unreachable" with no responder (seen, not always).
-send_failures = pytest.mark.xfail(
-    not ISSUE_12_ENGINE,
-    reason="issue 12: on ping sockets forged errors can fail a send (host-unreachable, no responder)",
-    raises=AssertionError,
-    strict=False,
-)
-CONTROL_CASES = [
-    pytest.param(family, user, id=f"ipv{family}-{user}", marks=[] if user == "root" else [send_failures])
-    for family, user in FLOODS
-]
+CONTROL_CASES = [pytest.param(family, user, id=f"ipv{family}-{user}") for family, user in FLOODS]
 
 
 @pytest.mark.parametrize(("family", "user"), CONTROL_CASES)
 def test_the_kits_accounting_holds_where_no_forgery_can_succeed(lab: Any, family: int, user: str) -> None:
     """Copied signatures from the wrong host, another program's replies, wrong tokens and random bytes get
-    nothing in even before issue 12 (but see the xfail: forged errors can still fail a send on a ping
-    socket); and every packet that reached the socket is in the counters (the sum only: it holds before
+    nothing in even before issue 12 (and on ping sockets forged errors reported by a send no longer fail
+    it); and every packet that reached the socket is in the counters (the sum only: it holds before
     and after the engine's new drop counters). This checks the kit's accounting against today's engine."""
     run = run_hostile(lab, family=family, user=user, budget=5000, kinds=CONTROL)
     assert not false_matches(run, lab), "\n".join(false_matches(run, lab))

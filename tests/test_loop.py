@@ -3,7 +3,6 @@ async test (conftest.py, loopwatch.py) blames icmpx and only icmpx."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import types
 from pathlib import Path
@@ -44,12 +43,6 @@ async def test_the_watchdog_does_not_blame_the_tests_own_blocking(loop_watch: Lo
     assert loop_watch.violations == []
 
 
-@pytest.mark.xfail(
-    "bad_checksum" not in {f.name for f in dataclasses.fields(icmpx.EngineStats)},
-    reason="issue 12: the warm-up still sleeps on the loop (until the engine of issue 12 lands)",
-    raises=AssertionError,
-    strict=True,
-)
 @pytest.mark.matrix
 async def test_opening_a_client_does_not_block_while_the_kernel_turns_timestamps_on(
     monkeypatch: pytest.MonkeyPatch, loop_watch: LoopWatch
