@@ -320,6 +320,8 @@ class Engine:
             channel, fam.table, template, targets, tags, ttl, payload_size, timeout_ns, sink
         )
         if prepared is None:
+            for v6 in {target.v6 for target in targets[:SEND_BATCH]}:
+                await self.open(v6)  # the run may hold both families
             done = self.send_many(
                 targets[:SEND_BATCH], tags[:SEND_BATCH], ttl, payload_size, timeout_ns, sink
             )
