@@ -470,13 +470,13 @@ class BatchDecoder:
         offset: int,
         now_ns: int,
         general: Callable[[int], None],
-        full_outcome: Callable[[Probe, int, float], None],
+        full_outcome: Callable[[Probe, int, float, int], None],
         tally: Tally,
     ) -> None:
         """Deliver the matched echo replies among the first ``n`` entries; hand every other entry, in order,
         to ``general(k)`` (which runs `Classifier.packet` on it). ``offset`` converts kernel receive times to
-        the monotonic clock, ``now_ns`` stands in where a packet has none. ``full_outcome(probe, k, rtt_ms)``
-        delivers a reply to a sink that wants more than its RTT (the entry's control data holds its TTL)."""
+        the monotonic clock, ``now_ns`` stands in where a packet has none. ``full_outcome(probe, k, rtt_ms,
+        length)`` delivers a reply to a sink that wants more than its RTT (from the entry's buffers)."""
         table = self.classifier.table
         pending_get = table.get
         raw_v4 = self.raw_v4
@@ -527,7 +527,7 @@ class BatchDecoder:
                     if deliver_rtt is not None:
                         deliver_rtt(probe, rtt_ms)
                     else:
-                        full_outcome(probe, k, rtt_ms)
+                        full_outcome(probe, k, rtt_ms, length)
                     continue
             # Everything else (errors, strangers, late, forged or stamped replies) takes the careful path,
             # which must find the table up to date.

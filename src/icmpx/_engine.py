@@ -193,7 +193,8 @@ class Engine:
         """
         if self._closed:
             raise ClientClosedError("the client is closed")
-        await self.open(target.v6)
+        if target.v6 not in self._families:
+            await self.open(target.v6)
         # Every await comes before the probe exists: a caller cancelled here leaves nothing behind.
         if self._pacer is not None:
             await self._pacer.wait()
@@ -239,7 +240,7 @@ class Engine:
             target.addr, slot.ident, seq, ttl, payload_size, packet[8:_SIGNATURE_END], sink, tag, channel
         )
         probe.packed = _packed(target)
-        probe.csum = sent_sum(packet, v6=fam.v6)
+        probe.csum = sent_sum(packet, v6=True) if fam.v6 else (packet[2] << 8) | packet[3]
         cmsgs = _NO_CMSGS if ttl == channel.icmp.default_ttl else [S.ttl_cmsg(fam.v6, ttl)]
         notices = 0
         while True:

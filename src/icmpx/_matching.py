@@ -186,6 +186,13 @@ class RandomPool:
         del pool[-count:]
         return taken
 
+    def u16_one(self) -> int:
+        """One random 16-bit number."""
+        pool = self._u16
+        if not pool:
+            pool.extend(array("H", self._entropy(2 * 4096)))
+        return pool.pop()
+
     def token(self) -> int:
         """One random 32-bit number."""
         pool = self._u32
@@ -242,8 +249,16 @@ class PendingTable:
 
     def allocate(self) -> tuple[IdentSlot, int]:
         """A free (identifier, random sequence); a new identifier only when every one we have is full."""
-        slot, seqs = self.allocate_run(1)
-        return slot, seqs[0]
+        slot = self._slots[self._current] if self._slots else None
+        if slot is None or slot.in_flight >= _CROWDED:
+            slot, seqs = self.allocate_run(1)
+            return slot, seqs[0]
+        # The common case of `allocate_run(1)`, without its lists (ping and traceroute send this way).
+        probes, base = self._probes, slot.ident << 16
+        seq = self.random.u16_one()
+        while (base | seq) in probes:
+            seq = (seq + 1) & 0xFFFF
+        return slot, seq
 
     def allocate_run(self, count: int) -> tuple[IdentSlot, list[int]]:
         """Up to ``count`` distinct free random sequences of one identifier (at least one; fewer when it fills
