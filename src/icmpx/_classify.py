@@ -148,27 +148,23 @@ class Tally:
 
     def count(self, verdict: Verdict) -> None:
         """Count one packet's verdict (a late answer to a pending probe also times that probe out)."""
-        if verdict is Verdict.REPLY:
-            self.replies += 1
-        elif verdict is Verdict.ERROR:
-            self.errors += 1
-        elif verdict is Verdict.WEAK:
-            self.errors += 1
-            self.weak += 1
-        elif verdict is Verdict.FOREIGN:
-            self.foreign += 1
-        elif verdict is Verdict.FORGED:
-            self.forged += 1
-        elif verdict is Verdict.LATE:
-            self.late += 1
-        elif verdict is Verdict.DUPLICATE:
-            self.duplicates += 1
-        elif verdict is Verdict.MALFORMED:
-            self.malformed += 1
-        elif verdict is Verdict.BAD_CHECKSUM:
-            self.bad_checksum += 1
-        else:
-            self.refused += 1
+        for name in _COUNTED_IN[verdict]:
+            setattr(self, name, getattr(self, name) + 1)
+
+
+_COUNTED_IN: dict[Verdict, tuple[str, ...]] = {
+    Verdict.REPLY: ("replies",),
+    Verdict.ERROR: ("errors",),
+    Verdict.WEAK: ("errors", "weak"),
+    Verdict.FOREIGN: ("foreign",),
+    Verdict.FORGED: ("forged",),
+    Verdict.LATE: ("late",),
+    Verdict.DUPLICATE: ("duplicates",),
+    Verdict.MALFORMED: ("malformed",),
+    Verdict.BAD_CHECKSUM: ("bad_checksum",),
+    Verdict.REFUSED: ("refused",),
+}
+"""The `Tally` counters each verdict moves."""
 
 
 def read_controls(
