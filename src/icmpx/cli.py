@@ -185,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_family(live)
     _add_common(live)
     live.set_defaults(run=cmd_mtr)
+
+    # Listed for --help; main() hands `icmpx exporter ...` to icmpx.exporter, which parses the rest.
+    commands.add_parser(
+        "exporter", help="Prometheus exporter: probe targets continuously (icmpx exporter --help)"
+    )
     return parser
 
 
@@ -641,6 +646,12 @@ def cmd_mtr(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["exporter"]:
+        # The exporter parses its own arguments (icmpx/exporter); imported only when asked for.
+        from .exporter import main as exporter_main
+
+        return exporter_main(words[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
