@@ -46,6 +46,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 class Result:
     tool: str
     targets: int
+    startup_s: float | None
     interval: float
     seconds: float
     cores: float
@@ -57,6 +58,7 @@ class Result:
     loss: float | None
     load_before: str
     load_after: str
+    error: str | None = None
 
 
 def loopback_targets(n: int) -> list[str]:
@@ -112,20 +114,27 @@ def load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+class NotUp(Exception):
+    pass
+
+
+def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float) -> float:
+    """Seconds until ``url`` answers (the exporter serves its first scrape)."""
+    start = time.monotonic()
+    while time.monotonic() < start + timeout:
         if proc.poll() is not None:
-            raise SystemExit(f"{url}: the exporter exited with {proc.returncode}")
+            raise NotUp(f"the exporter exited with {proc.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=5):
-                return
+            with urllib.request.urlopen(url, timeout=timeout):
+                return time.monotonic() - start
         except OSError:
             time.sleep(0.2)
-    raise SystemExit(f"{url}: not up after {timeout} s")
+    raise NotUp(f"no answer on {url} after {timeout:g} s")
 
 
-def run_one(tool: str, hosts: list[str], interval: float, seconds: float, work: Path) -> Result:
+def run_one(
+    tool: str, hosts: list[str], interval: float, seconds: float, work: Path, startup_timeout: float
+) -> Result:
     port = free_port()
     if tool == "icmpx":
         config = work / "icmpx.yml"
@@ -151,7 +160,13 @@ def run_one(tool: str, hosts: list[str], interval: float, seconds: float, work: 
     url = f"http://127.0.0.1:{port}/metrics"
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
     try:
-        wait_up(url, proc)
+        try:
+            startup = wait_up(url, proc, startup_timeout)
+        except NotUp as exc:
+            nan = float("nan")
+            return Result(
+                tool, len(hosts), None, interval, 0, nan, nan, nan, nan, 0, 0, None, load(), load(), str(exc)
+            )
         time.sleep(2 * interval + 1)  # warm-up: every target probed twice before the window
         load_before = load()
         _t, body = scrape(url)
@@ -179,6 +194,7 @@ def run_one(tool: str, hosts: list[str], interval: float, seconds: float, work: 
     return Result(
         tool=tool,
         targets=len(hosts),
+        startup_s=round(startup, 2),
         interval=interval,
         seconds=round(t1 - t0, 1),
         cores=round((cpu1 - cpu0) / (t1 - t0), 3),
@@ -205,6 +221,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000,10000", help="target counts (default 100,1000,10000)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between echoes to a target")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the measured window")
+    parser.add_argument(
+        "--startup-timeout", type=float, default=300.0, help="seconds to wait for a first scrape"
+    )
     parser.add_argument("--only", choices=("icmpx", "smokeping"), help="run one exporter only")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args()
@@ -218,15 +237,17 @@ def main() -> None:
         for size in (int(s) for s in args.sizes.split(",")):
             hosts = loopback_targets(size)
             for tool in tools:
-                result = run_one(tool, hosts, args.interval, args.seconds, Path(tmp))
+                result = run_one(tool, hosts, args.interval, args.seconds, Path(tmp), args.startup_timeout)
                 results.append(result)
-                if not args.json:
-                    print(
-                        f"{tool:10} {size:>7} targets: {result.cores:6.3f} cores  {result.rss_mb:7.1f} MB  "
-                        f"scrape {result.scrape_s:7.3f} s ({result.scrape_mb} MB)  loss {result.loss}  "
-                        f"[{result.requests} requests; load {result.load_before} -> {result.load_after}]",
-                        flush=True,
-                    )
+                # Progress on stderr with --json, the table itself without.
+                print(
+                    f"{tool:10} {size:>7} targets: up in {result.startup_s} s, {result.cores:6.3f} cores  "
+                    f"{result.rss_mb:7.1f} MB  scrape {result.scrape_s:7.3f} s ({result.scrape_mb} MB)  "
+                    f"loss {result.loss}  [{result.requests} requests; load {result.load_before} -> "
+                    f"{result.load_after}]" + (f"  FAILED: {result.error}" if result.error else ""),
+                    file=sys.stderr if args.json else sys.stdout,
+                    flush=True,
+                )
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
 

@@ -561,3 +561,47 @@ def test_sighup_reload_and_sigterm_while_scraping(
     assert "SIGTERM: stopping" in err
     assert "reloaded" in err
     assert not failures, failures
+
+
+# ------------------------------------------------------------------------------------------- docs
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "exporter.md"
+
+
+def doc_blocks(language: str) -> list[str]:
+    blocks, current, inside_block = [], [], False
+    for line in DOC.read_text().splitlines():
+        if not inside_block and line.strip() == f"```{language}":
+            inside_block, current = True, []
+        elif inside_block and line.strip() == "```":
+            inside_block = False
+            blocks.append("\n".join(current) + "\n")
+        elif inside_block:
+            current.append(line)
+    return blocks
+
+
+def test_docs_config_example_is_valid() -> None:
+    examples = [b for b in doc_blocks("yaml") if b.startswith("targets:")]
+    assert examples
+    for text in examples:
+        parse_config(text, "docs/exporter.md")
+
+
+async def test_docs_metric_tables_name_every_metric(running: Callable[..., object]) -> None:
+    exporter: Exporter = await running(
+        config_of("targets:\n  - hosts: [127.0.0.1, 127.0.0.1.invalid]\n    interval: 20ms\n")
+    )
+    await await_for(lambda: all(s.responses for s in exporter.series.values()))
+    app = App(exporter, None)
+    _status, probe_text = await probe(app, "target=127.0.0.1&count=2&interval=0")
+    doc = DOC.read_text()
+    for text in (app.render(), probe_text):
+        for line in text.splitlines():
+            if not line.startswith("# TYPE "):
+                continue
+            name = line.split()[2]
+            generic = name.startswith("icmpx_engine_") and name.endswith("_total")
+            named = f"`{name}`" in doc or f"`{name}{{" in doc or name.startswith("icmpx_probe_rtt_")
+            assert named or generic, f"{name} is not in docs/exporter.md"
+    assert "`icmpx_probe_rtt_{min,avg,max,stddev}_seconds`" in doc

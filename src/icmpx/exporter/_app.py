@@ -21,7 +21,7 @@ from .._models import PingStats
 from ._config import Config, ConfigError, load_config, parse_config, parse_duration
 from ._exporter import Exporter, resolve_addresses
 from ._http import Request, Response, parse_listen, serve
-from ._metrics import build_info, engine_metrics, escape, render_series
+from ._metrics import Snapshot, build_info, engine_metrics, escape, render_series, snapshot
 
 __all__ = ["DEFAULT_LISTEN", "DEFAULT_PORT", "App", "build_parser", "main"]
 
@@ -91,10 +91,12 @@ class App:
         self.registry.register(_Exported(exporter))
 
     def render(self) -> str:
-        ex = self.exporter
-        series = list(ex.series.values())
+        """The whole of ``/metrics`` (on the event loop's thread; `metrics` splits the work)."""
+        return self._format(snapshot(self.exporter.series.values()))
+
+    def _format(self, series: list[Snapshot]) -> str:
         head = generate_latest(self.registry).decode()
-        return head + "".join(render_series(series, ex.config.buckets))
+        return head + "".join(render_series(series, self.exporter.config.buckets))
 
     async def reload(self) -> str | None:
         if self.config_path is None:
@@ -109,8 +111,10 @@ class App:
         if path == "/metrics":
             if method != "GET":
                 return Response(405, "use GET\n")
-            # Rendering a large target list takes a while: off the loop, so replies keep being read.
-            text = await anyio.to_thread.run_sync(self.render)
+            # Copy the numbers here, format them in a worker thread: a large target list takes a while to
+            # format, and the reader goes on reading replies meanwhile.
+            series = snapshot(self.exporter.series.values())
+            text = await anyio.to_thread.run_sync(self._format, series)
             return Response(200, text, CONTENT_TYPE)
         if path == "/probe":
             if method != "GET":

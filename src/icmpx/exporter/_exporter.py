@@ -36,7 +36,10 @@ from ._metrics import Series, Sink, label_text
 
 __all__ = ["Exporter", "Resolver", "resolve_addresses"]
 
-_TICK = 0.005  # the scheduler's pass, in seconds
+# The scheduler sleeps until the next echo falls due, at least _TICK (echoes due meanwhile go together)
+# and at most _MAX_SLEEP (so a reload's new schedule starts promptly).
+_TICK = 0.005
+_MAX_SLEEP = 0.1
 _RESOLVE_TIMEOUT = 10.0
 _RESOLVE_CONCURRENCY = 32
 
@@ -211,9 +214,17 @@ class Exporter:
                 except NameResolutionError as exc:
                     errors[host] = str(exc)
 
+        literal_family = {"4": 4, "6": 6}.get(group.family)
         async with anyio.create_task_group() as tg:
             for host in group.hosts:
-                tg.start_soon(one, host)
+                # Address literals need no resolver (a fleet of 100,000 of them starts at once).
+                literal = (
+                    resolve_literal(host, literal_family) if self.resolver is resolve_addresses else None
+                )
+                if literal is not None:
+                    targets[host] = [literal]
+                else:
+                    tg.start_soon(one, host)
         for host, message in errors.items():
             if self.unresolved.get(host) != message:
                 self.log(message)
@@ -281,12 +292,15 @@ class Exporter:
 
     async def _schedule_loop(self) -> None:
         while True:
-            self._send_due(time.monotonic())
+            now = time.monotonic()
+            wake = self._send_due(now)
             if self._sink.failure is not None:
                 raise self._sink.failure
-            await anyio.sleep(_TICK)
+            await anyio.sleep(min(max(wake - time.monotonic(), _TICK), _MAX_SLEEP))
 
-    def _send_due(self, now: float) -> None:
+    def _send_due(self, now: float) -> float:
+        """Send what fell due; returns when the next echo falls due."""
+        wake = now + _MAX_SLEEP
         for schedule in self._schedules:
             members = schedule.series
             if not members:
@@ -296,14 +310,19 @@ class Exporter:
             if elapsed >= interval:
                 if schedule.done < len(members):
                     self._send(schedule, len(members))  # finish the round before the next one
-                rounds = int(elapsed // interval)
-                # Far behind (a stalled loop): skip the rounds that were missed rather than bursting.
-                schedule.start += interval * (rounds if rounds > 1 else 1)
+                # Far behind (a stalled loop), the rounds that were missed are skipped, not burst out.
+                schedule.start += interval * int(elapsed // interval)
                 schedule.done = 0
                 elapsed = now - schedule.start
-            due = min(len(members), int(elapsed / interval * len(members)) + 1)
+            n = len(members)
+            due = min(n, int(elapsed / interval * n) + 1)
             if due > schedule.done:
                 self._send(schedule, due)
+            # Target i of a round is due at start + i * interval / n.
+            wake = min(
+                wake, schedule.start + (schedule.done * interval / n if schedule.done < n else interval)
+            )
+        return wake
 
     def _send(self, schedule: _Schedule, due: int) -> None:
         group = schedule.group

@@ -13,6 +13,7 @@ import dataclasses
 import platform
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
@@ -20,7 +21,16 @@ from prometheus_client.utils import floatToGoString
 from .._matching import Outcome, Probe
 from .._models import EngineStats, Target
 
-__all__ = ["Series", "Sink", "engine_metrics", "escape", "label_text", "render_series"]
+__all__ = [
+    "Series",
+    "Sink",
+    "Snapshot",
+    "engine_metrics",
+    "escape",
+    "label_text",
+    "render_series",
+    "snapshot",
+]
 
 
 def escape(value: str) -> str:
@@ -45,7 +55,6 @@ class Series:
         "labels",
         "last_ttl",
         "requests",
-        "responses",
         "rtt_sum",
         "send_errors",
         "target",
@@ -60,12 +69,17 @@ class Series:
         """The label set, rendered once: ``host="a",ip="…",family="4",site="x"``; also its identity."""
         self.group = group
         self.requests = 0
-        self.responses = 0
         self.buckets = [0] * (nbuckets + 1)  # the last one is +Inf's own share
         self.rtt_sum = 0.0
         self.last_ttl: int | None = None
         self.send_errors = 0
         self.icmp_errors: dict[str, int] = {}
+
+    @property
+    def responses(self) -> int:
+        """Echo replies received in time: the histogram's count, so the two always agree, even in a
+        scrape rendered while a reply is being recorded."""
+        return sum(self.buckets)
 
     def reset_histogram(self, nbuckets: int) -> None:
         self.buckets = [0] * (nbuckets + 1)
@@ -85,7 +99,6 @@ class Sink:
         rtt_ms = outcome.rtt_ms
         if error is None and rtt_ms is not None:
             rtt = rtt_ms / 1000.0
-            series.responses += 1
             series.rtt_sum += rtt
             series.buckets[bisect_left(self.bounds, rtt)] += 1
             if outcome.ttl is not None:
@@ -124,12 +137,41 @@ def _head(name: str) -> str:
     raise KeyError(name)
 
 
-def render_series(series: Sequence[Series], bounds: Sequence[float]) -> Iterator[str]:
-    """The per-target part of ``/metrics``, in chunks (one per metric family)."""
+class Snapshot(NamedTuple):
+    """One target's numbers at one instant (taken on the event loop, rendered in a worker thread)."""
+
+    labels: str
+    requests: int
+    buckets: list[int]
+    rtt_sum: float
+    last_ttl: int | None
+    send_errors: int
+    icmp_errors: tuple[tuple[str, int], ...]
+
+
+def snapshot(series: Iterable[Series]) -> list[Snapshot]:
+    """Copy every target's numbers, on the event loop's thread: the reader cannot run meanwhile, so the
+    histogram, its count and ``icmpx_responses_total`` agree in every scrape. (About 2 ms per 10,000.)"""
+    return [
+        Snapshot(
+            s.labels,
+            s.requests,
+            s.buckets.copy(),
+            s.rtt_sum,
+            s.last_ttl,
+            s.send_errors,
+            tuple(sorted(s.icmp_errors.items())) if s.icmp_errors else (),
+        )
+        for s in series
+    ]
+
+
+def render_series(series: Sequence[Snapshot], bounds: Sequence[float]) -> Iterator[str]:
+    """The per-target part of ``/metrics``, in chunks (one per metric family, the histogram in several)."""
     yield _head("icmpx_requests_total")
     yield "".join([f"icmpx_requests_total{{{s.labels}}} {s.requests}\n" for s in series])
     yield _head("icmpx_responses_total")
-    yield "".join([f"icmpx_responses_total{{{s.labels}}} {s.responses}\n" for s in series])
+    yield "".join([f"icmpx_responses_total{{{s.labels}}} {sum(s.buckets)}\n" for s in series])
     yield _head("icmpx_rtt_seconds")
     les = [f'",le="{_go_float(b)}"}} ' for b in bounds]
     les.append('",le="+Inf"} ')
@@ -156,8 +198,7 @@ def render_series(series: Sequence[Series], bounds: Sequence[float]) -> Iterator
         [
             f'icmpx_icmp_errors_total{{{s.labels},error="{escape(kind)}"}} {count}\n'
             for s in series
-            if s.icmp_errors
-            for kind, count in sorted(s.icmp_errors.items())
+            for kind, count in s.icmp_errors
         ]
     )
 
