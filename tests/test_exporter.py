@@ -195,21 +195,30 @@ async def fake_resolver(host: str, family: str) -> list[Target]:
 
 @pytest.fixture
 async def running() -> Iterator[Callable[..., object]]:
-    """Start an Exporter on a config (in this test's task group); yields a starter."""
+    """Start an Exporter on a config (in this test's task group); yields a starter. At the end each
+    exporter's task is cancelled and has ended before its clients close, as in `icmpx exporter`."""
+    started: list[tuple[Exporter, anyio.CancelScope, anyio.Event]] = []
     async with anyio.create_task_group() as tg:
-        started: list[Exporter] = []
 
         async def start(config: Config) -> Exporter:
             exporter = Exporter(config, resolver=fake_resolver, log=lambda message: None)
             await exporter.__aenter__()
-            started.append(exporter)
-            tg.start_soon(exporter.run)
+            scope, ended = anyio.CancelScope(), anyio.Event()
+
+            async def run() -> None:
+                with scope:
+                    await exporter.run()
+                ended.set()
+
+            started.append((exporter, scope, ended))
+            tg.start_soon(run)
             await await_for(lambda: exporter.ready, what="first resolution")
             return exporter
 
         yield start
-        tg.cancel_scope.cancel()
-        for exporter in started:
+        for exporter, scope, ended in reversed(started):
+            scope.cancel()
+            await ended.wait()
             await exporter.__aexit__(None, None, None)
 
 
@@ -605,3 +614,54 @@ async def test_docs_metric_tables_name_every_metric(running: Callable[..., objec
             named = f"`{name}`" in doc or f"`{name}{{" in doc or name.startswith("icmpx_probe_rtt_")
             assert named or generic, f"{name} is not in docs/exporter.md"
     assert "`icmpx_probe_rtt_{min,avg,max,stddev}_seconds`" in doc
+
+
+# ------------------------------------------------------------------------------------- the schedule
+
+
+class _RecordingEngine:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send_many(
+        self, targets: list[Target], tags: object, ttl: int, size: int, timeout_ns: int, sink: object
+    ) -> int:
+        self.sent += [t.addr for t in targets]
+        return len(targets)
+
+
+class _StubClient:
+    ttl = 64
+
+    def __init__(self) -> None:
+        self._engine = _RecordingEngine()
+
+
+def test_schedule_spreads_a_group_over_its_interval() -> None:
+    """100 targets at 1 s: echoes leave at i * 10 ms, never all at once; the next round starts after 1 s,
+    and a stalled loop skips the rounds it missed instead of bursting them."""
+    hosts = [f"127.0.1.{i}" for i in range(1, 101)]
+    exporter = Exporter(config_of(f"targets:\n  - hosts: [{', '.join(hosts)}]\n"), log=lambda m: None)
+    client = _StubClient()
+    exporter._clients[None] = client  # type: ignore[assignment]
+    exporter._resolved = [anyio.run(exporter._resolve_group, exporter.config.groups[0])]
+    exporter._rebuild()
+    start = exporter._schedules[0].start
+    wake = exporter._send_due(start)
+    assert client._engine.sent == hosts[:1]
+    assert wake == pytest.approx(start + 0.01)
+    exporter._send_due(start + 0.5)
+    assert client._engine.sent == hosts[:51]
+    exporter._send_due(start + 0.999)
+    assert len(client._engine.sent) == 100
+    exporter._send_due(start + 1.0)
+    assert client._engine.sent[100:] == hosts[:1]
+    exporter._send_due(start + 5.5)  # stalled for 4.5 s: round 1 is finished, then round 5 starts half-way
+    assert len(client._engine.sent) == 200 + 51
+    assert [s.requests for s in exporter.series.values()] == [3] * 51 + [2] * 49
+
+
+def test_not_ready_before_the_first_resolution() -> None:
+    exporter = Exporter(config_of("targets:\n  - hosts: [127.0.0.1]\n"), log=lambda m: None)
+    response = anyio.run(App(exporter, None), Request("GET", "/-/ready", []))
+    assert response.status == 503

