@@ -91,12 +91,13 @@ class App:
         self.registry.register(_Exported(exporter))
 
     def render(self) -> str:
-        """The whole of ``/metrics`` (on the event loop's thread; `metrics` splits the work)."""
-        return self._format(snapshot(self.exporter.series.values()))
+        """The whole of ``/metrics`` as one string (the endpoint sends the chunks of `_format`)."""
+        return b"".join(self._format(snapshot(self.exporter.series.values()))).decode()
 
-    def _format(self, series: list[Snapshot]) -> str:
-        head = generate_latest(self.registry).decode()
-        return head + "".join(render_series(series, self.exporter.config.buckets))
+    def _format(self, series: list[Snapshot]) -> list[bytes]:
+        chunks = [generate_latest(self.registry)]
+        chunks += [chunk.encode() for chunk in render_series(series, self.exporter.config.buckets)]
+        return chunks
 
     async def reload(self) -> str | None:
         if self.config_path is None:

@@ -42,7 +42,8 @@ class Request:
 @dataclass(slots=True)
 class Response:
     status: int
-    body: bytes | str
+    body: bytes | str | list[bytes]
+    """A large body comes in chunks, sent one after the other (never joined into one copy)."""
     content_type: str = "text/plain; charset=utf-8"
 
 
@@ -110,14 +111,18 @@ async def _handle(stream: SocketStream, handler: Handler) -> None:
             except Exception as exc:  # a bug in a handler answers 500 and leaves the server running
                 print(f"icmpx exporter: error serving {request.path}: {exc!r}", file=sys.stderr, flush=True)
                 response = Response(500, f"internal error: {exc}\n")
-        body = response.body.encode() if isinstance(response.body, str) else response.body
+        body = response.body
+        chunks = [body.encode()] if isinstance(body, str) else [body] if isinstance(body, bytes) else body
         head = (
             f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}\r\n"
-            f"Content-Type: {response.content_type}\r\nContent-Length: {len(body)}\r\n"
+            f"Content-Type: {response.content_type}\r\n"
+            f"Content-Length: {sum(len(chunk) for chunk in chunks)}\r\n"
             "Connection: close\r\n\r\n"
         ).encode()
         try:
-            await stream.send(head + body)
+            await stream.send(head)
+            for chunk in chunks:
+                await stream.send(chunk)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             return
 
