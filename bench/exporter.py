@@ -11,7 +11,8 @@ process, probing N loopback targets (127.1.0.1, 127.1.0.2, …: every 127/8 addr
 - **cores**: the process's CPU time (user + system, /proc/PID/stat) over the window, divided by its length;
 - **RSS MB**: resident memory at the end of the window (VmRSS);
 - **scrape s**: the median wall time of three ``GET /metrics`` at the end (the body read in full);
-- **loss**: ``1 - Δresponses / Δrequests`` over the window, from each exporter's own counters
+- **loss**: ``1 - Δresponses / Δrequests`` over the window (from the scrape before it to the first one
+  after it), from each exporter's own counters
   (icmpx: ``icmpx_requests_total`` / ``icmpx_responses_total``; smokeping_prober: ``smokeping_requests_total``
   / ``smokeping_response_duration_seconds_count``), summed over the targets.
 
@@ -176,11 +177,14 @@ def run_one(
         cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
         memory = rss_mb(proc.pid)
         times, size = [], 0
-        for _ in range(3):
+        for i in range(3):
             elapsed, body = scrape(url)
             times.append(elapsed)
             size = len(body)
-        req1, resp1 = sums(body, *names)
+            if i == 0:
+                # The counters of the first scrape after the window: a scrape right after another one
+                # finds replies still unread (the exporter was busy formatting), and they would look lost.
+                req1, resp1 = sums(body, *names)
         load_after = load()
     finally:
         proc.send_signal(signal.SIGTERM)
