@@ -7,7 +7,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import anyio
 import anyio.to_thread
@@ -21,7 +21,7 @@ from .._models import PingStats
 from ._config import Config, ConfigError, load_config, parse_config, parse_duration
 from ._exporter import Exporter, resolve_addresses
 from ._http import Request, Response, parse_listen, serve
-from ._metrics import Snapshot, build_info, engine_metrics, escape, render_series, snapshot
+from ._metrics import build_info, engine_metrics, escape, render_series, snapshot
 
 __all__ = ["DEFAULT_LISTEN", "DEFAULT_PORT", "App", "build_parser", "main"]
 
@@ -32,6 +32,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 EXIT_OK, EXIT_USAGE, EXIT_SYSTEM = 0, 3, 4
 _PROBE_PARAMS = ("target", "count", "interval", "timeout", "family", "size")
 _PROBE_MAX_COUNT = 100
+_DRAIN_SECONDS = 5.0
 
 
 class _Exported(Collector):
@@ -91,13 +92,18 @@ class App:
         self.registry.register(_Exported(exporter))
 
     def render(self) -> str:
-        """The whole of ``/metrics`` as one string (the endpoint sends the chunks of `_format`)."""
-        return b"".join(self._format(snapshot(self.exporter.series.values()))).decode()
+        """The whole of ``/metrics`` as one string (the endpoint streams it: see `_stream`)."""
+        series = render_series(snapshot(self.exporter.series.values()), self.exporter.config.buckets)
+        return generate_latest(self.registry).decode() + "".join(series)
 
-    def _format(self, series: list[Snapshot]) -> list[bytes]:
-        chunks = [generate_latest(self.registry)]
-        chunks += [chunk.encode() for chunk in render_series(series, self.exporter.config.buckets)]
-        return chunks
+    async def _stream(self) -> AsyncIterator[bytes]:
+        """``/metrics`` in chunks. The numbers are copied here, on the event loop, at once (so the histogram
+        and the counters agree); each chunk is formatted in a worker thread while the reader goes on
+        reading replies, and sent before the next is made."""
+        yield generate_latest(self.registry)
+        chunks = render_series(snapshot(self.exporter.series.values()), self.exporter.config.buckets)
+        while (chunk := await anyio.to_thread.run_sync(_next_encoded, chunks)) is not None:
+            yield chunk
 
     async def reload(self) -> str | None:
         if self.config_path is None:
@@ -112,11 +118,7 @@ class App:
         if path == "/metrics":
             if method != "GET":
                 return Response(405, "use GET\n")
-            # Copy the numbers here, format them in a worker thread: a large target list takes a while to
-            # format, and the reader goes on reading replies meanwhile.
-            series = snapshot(self.exporter.series.values())
-            text = await anyio.to_thread.run_sync(self._format, series)
-            return Response(200, text, CONTENT_TYPE)
+            return Response(200, self._stream(), CONTENT_TYPE)
         if path == "/probe":
             if method != "GET":
                 return Response(405, "use GET\n")
@@ -193,6 +195,11 @@ class App:
                     )
         lines += _gauge("icmpx_probe_duration_seconds", "How long the probe took.", time.monotonic() - start)
         return Response(200, "".join(lines), CONTENT_TYPE)
+
+
+def _next_encoded(chunks: Iterator[str]) -> bytes | None:
+    chunk = next(chunks, None)
+    return chunk.encode() if chunk is not None else None
 
 
 def _gauge(name: str, help_text: str, value: float, labels: str = "") -> list[str]:
@@ -301,10 +308,10 @@ def _yaml_string(text: str) -> str:
 
 async def _serve(args: argparse.Namespace, config: Config, listen: tuple[str, int]) -> None:
     privileged = {"auto": None, "raw": True, "dgram": False}[args.privileged]
-    async with Exporter(config, privileged=privileged) as exporter:
+    async with Exporter(config, privileged=privileged) as exporter, anyio.create_task_group() as connections:
         app = App(exporter, args.config)
         async with anyio.create_task_group() as tg:
-            port = await tg.start(serve, listen[0], listen[1], app)
+            port = await tg.start(serve, listen[0], listen[1], app, connections)
             exporter.log(f"listening on http://{_url_host(listen[0])}:{port}/metrics")
 
             async def signals() -> None:
@@ -319,6 +326,8 @@ async def _serve(args: argparse.Namespace, config: Config, listen: tuple[str, in
 
             tg.start_soon(signals)
             await exporter.run()
+        # Stopping: nothing is accepted any more; scrapes under way get a few seconds to finish.
+        connections.cancel_scope.deadline = anyio.current_time() + _DRAIN_SECONDS
 
 
 def _url_host(host: str) -> str:

@@ -8,7 +8,7 @@ without locks; a slow client costs one task, never the probing.
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
@@ -42,8 +42,9 @@ class Request:
 @dataclass(slots=True)
 class Response:
     status: int
-    body: bytes | str | list[bytes]
-    """A large body comes in chunks, sent one after the other (never joined into one copy)."""
+    body: bytes | str | AsyncIterator[bytes]
+    """A large body is an iterator of chunks, sent as they come (HTTP/1.1 chunked transfer coding), so
+    the whole of it never sits in memory."""
     content_type: str = "text/plain; charset=utf-8"
 
 
@@ -112,17 +113,18 @@ async def _handle(stream: SocketStream, handler: Handler) -> None:
                 print(f"icmpx exporter: error serving {request.path}: {exc!r}", file=sys.stderr, flush=True)
                 response = Response(500, f"internal error: {exc}\n")
         body = response.body
-        chunks = [body.encode()] if isinstance(body, str) else [body] if isinstance(body, bytes) else body
-        head = (
-            f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}\r\n"
-            f"Content-Type: {response.content_type}\r\n"
-            f"Content-Length: {sum(len(chunk) for chunk in chunks)}\r\n"
-            "Connection: close\r\n\r\n"
-        ).encode()
+        status = f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}\r\n"
+        head = f"{status}Content-Type: {response.content_type}\r\nConnection: close\r\n"
         try:
-            await stream.send(head)
-            for chunk in chunks:
-                await stream.send(chunk)
+            if isinstance(body, str | bytes):
+                data = body.encode() if isinstance(body, str) else body
+                await stream.send(f"{head}Content-Length: {len(data)}\r\n\r\n".encode() + data)
+                return
+            await stream.send(f"{head}Transfer-Encoding: chunked\r\n\r\n".encode())
+            async for chunk in body:
+                if chunk:
+                    await stream.send(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            await stream.send(b"0\r\n\r\n")
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             return
 
@@ -131,10 +133,14 @@ async def serve(
     host: str,
     port: int,
     handler: Handler,
+    connections: anyio.abc.TaskGroup | None = None,
     *,
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; reports the bound port through ``task_status`` (port 0 picks one)."""
+    """Serve until cancelled; reports the bound port through ``task_status`` (port 0 picks one).
+
+    Connections are handled in ``connections`` when given: cancelling this task then stops accepting
+    new ones while responses under way can finish (a graceful stop)."""
     listener = await anyio.create_tcp_listener(local_host=host, local_port=port, reuse_port=False)
     async with listener:
         bound = listener.extra(anyio.abc.SocketAttribute.local_port)
@@ -143,4 +149,4 @@ async def serve(
         async def one(stream: SocketStream) -> None:
             await _handle(stream, handler)
 
-        await listener.serve(one)
+        await listener.serve(one, task_group=connections)
