@@ -59,6 +59,9 @@ class Result:
     loss: float | None
     load_before: str
     load_after: str
+    foreign_per_s: float | None = None
+    """icmpx only: other programs' ICMP packets its raw socket read per second (a raw ICMP socket gets a
+    copy of every ICMP packet of the host: other pings on the machine cost it CPU)."""
     error: str | None = None
 
 
@@ -111,6 +114,13 @@ def sums(body: str, requests: str, responses: str) -> tuple[int, int]:
     return int(req), int(resp)
 
 
+def counter(body: str, name: str) -> float:
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rpartition(" ")[2])
+    return 0.0
+
+
 def load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -134,7 +144,13 @@ def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float) -> float:
 
 
 def run_one(
-    tool: str, hosts: list[str], interval: float, seconds: float, work: Path, startup_timeout: float
+    tool: str,
+    hosts: list[str],
+    interval: float,
+    seconds: float,
+    work: Path,
+    startup_timeout: float,
+    socket_kind: str = "auto",
 ) -> Result:
     port = free_port()
     if tool == "icmpx":
@@ -143,7 +159,7 @@ def run_one(
         lines += [f"      - {h}" for h in hosts]
         config.write_text("\n".join(lines) + "\n")
         argv = [sys.executable, "-m", "icmpx", "exporter", "--config", str(config)]
-        argv += ["--listen", f"127.0.0.1:{port}"]
+        argv += ["--listen", f"127.0.0.1:{port}", "--privileged", socket_kind]
         names = ("icmpx_requests_total", "icmpx_responses_total")
     else:
         config = work / "smokeping.yml"
@@ -165,13 +181,15 @@ def run_one(
             startup = wait_up(url, proc, startup_timeout)
         except NotUp as exc:
             nan = float("nan")
+            now = load()
             return Result(
-                tool, len(hosts), None, interval, 0, nan, nan, nan, nan, 0, 0, None, load(), load(), str(exc)
+                tool, len(hosts), None, interval, 0, nan, nan, nan, nan, 0, 0, None, now, now, error=str(exc)
             )
         time.sleep(2 * interval + 1)  # warm-up: every target probed twice before the window
         load_before = load()
         _t, body = scrape(url)
         req0, resp0 = sums(body, *names)
+        foreign0 = counter(body, "icmpx_engine_foreign_total")
         cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
         time.sleep(seconds)
         cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
@@ -185,6 +203,7 @@ def run_one(
                 # The counters of the first scrape after the window: a scrape right after another one
                 # finds replies still unread (the exporter was busy formatting), and they would look lost.
                 req1, resp1 = sums(body, *names)
+                foreign1 = counter(body, "icmpx_engine_foreign_total")
         load_after = load()
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -210,6 +229,7 @@ def run_one(
         loss=round(1 - responses / requests, 4) if requests else None,
         load_before=load_before,
         load_after=load_after,
+        foreign_per_s=round((foreign1 - foreign0) / (t1 - t0)) if tool == "icmpx" else None,
     )
 
 
@@ -228,6 +248,13 @@ def main() -> None:
     parser.add_argument(
         "--startup-timeout", type=float, default=300.0, help="seconds to wait for a first scrape"
     )
+    parser.add_argument(
+        "--icmpx-socket",
+        choices=("auto", "raw", "dgram"),
+        default="auto",
+        help="icmpx's --privileged (default auto): a raw socket reads every ICMP packet of the host, a ping "
+        "socket only its own (dgram needs net.ipv4.ping_group_range to admit root's group)",
+    )
     parser.add_argument("--only", choices=("icmpx", "smokeping"), help="run one exporter only")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args()
@@ -241,14 +268,24 @@ def main() -> None:
         for size in (int(s) for s in args.sizes.split(",")):
             hosts = loopback_targets(size)
             for tool in tools:
-                result = run_one(tool, hosts, args.interval, args.seconds, Path(tmp), args.startup_timeout)
+                result = run_one(
+                    tool,
+                    hosts,
+                    args.interval,
+                    args.seconds,
+                    Path(tmp),
+                    args.startup_timeout,
+                    args.icmpx_socket,
+                )
                 results.append(result)
                 # Progress on stderr with --json, the table itself without.
                 print(
                     f"{tool:10} {size:>7} targets: up in {result.startup_s} s, {result.cores:6.3f} cores  "
                     f"{result.rss_mb:7.1f} MB  scrape {result.scrape_s:7.3f} s ({result.scrape_mb} MB)  "
                     f"loss {result.loss}  [{result.requests} requests; load {result.load_before} -> "
-                    f"{result.load_after}]" + (f"  FAILED: {result.error}" if result.error else ""),
+                    f"{result.load_after}]"
+                    + (f" foreign {result.foreign_per_s}/s" if result.foreign_per_s is not None else "")
+                    + (f"  FAILED: {result.error}" if result.error else ""),
                     file=sys.stderr if args.json else sys.stdout,
                     flush=True,
                 )
