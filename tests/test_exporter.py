@@ -313,6 +313,25 @@ async def test_reload_with_a_bad_file_keeps_the_old_config(
     assert exporter.last_reload_ok
 
 
+async def test_reload_to_a_source_that_is_not_ours_keeps_the_old_config(
+    running: Callable[..., object], tmp_path: Path
+) -> None:
+    """192.0.2.1 is no address of this machine: binding to it fails (nothing is sent), the reload is
+    refused, and probing goes on with the previous configuration."""
+    path = tmp_path / "c.yml"
+    path.write_text("targets:\n  - hosts: [127.0.0.1]\n    interval: 20ms\n")
+    exporter: Exporter = await running(load_config(path))
+    app = App(exporter, str(path))
+    path.write_text("targets:\n  - hosts: [127.0.0.1]\n    interval: 20ms\n    source: 192.0.2.1\n")
+    response = await app(Request("POST", "/-/reload", []))
+    assert response.status == 500
+    assert str(path) in str(response.body)
+    assert not exporter.last_reload_ok
+    series = next(iter(exporter.series.values()))
+    count = series.responses
+    await await_for(lambda: series.responses > count + 2, what="the old config still probing")
+
+
 async def test_dns_refresh_picks_up_a_name_that_starts_resolving(running: Callable[..., object]) -> None:
     answers: dict[str, list[Target]] = {}
 

@@ -108,8 +108,8 @@ class App:
     async def reload(self) -> str | None:
         if self.config_path is None:
             # The quick form has no file: a reload resolves the names again.
-            await self.exporter.apply(self.exporter.config)
-            return None
+            config = self.exporter.config
+            return await self.exporter.reload(lambda: config)
         path = self.config_path
         return await self.exporter.reload(lambda: load_config(path))
 

@@ -28,7 +28,7 @@ import anyio
 
 from .._client import AsyncClient
 from .._engine import Engine
-from .._exceptions import NameResolutionError
+from .._exceptions import IcmpxError, NameResolutionError
 from .._models import Target
 from .._resolve import normalize_family, resolve_literal
 from ._config import Config, ConfigError, Group
@@ -146,7 +146,16 @@ class Exporter:
         client = self._clients.get(source)
         if client is None:
             client = AsyncClient(privileged=self.privileged, source=source)
-            await self._stack.enter_async_context(client)
+            await client.__aenter__()
+            try:
+                if source is not None:
+                    # Sockets open on first use: open this one now, so a source address that is not ours
+                    # fails the (re)load that asked for it, not the probing later.
+                    await client.socket_kind(6 if ":" in source else 4)
+            except BaseException:
+                await client.aclose()
+                raise
+            self._stack.push_async_exit(client)
             engine = client._engine
             assert engine is not None
             self._stack.enter_context(engine.watch(self._sink))
@@ -174,11 +183,13 @@ class Exporter:
         """Load a new configuration and apply it; on failure keep the old one. Returns the error, if any."""
         try:
             config = load()
-        except ConfigError as exc:
+            await self.apply(config)
+        except (ConfigError, IcmpxError, OSError) as exc:
+            # Nothing was switched yet (apply opens the new clients first): the old configuration runs on.
             self.last_reload_ok = False
-            self.log(f"reload failed, still running the previous configuration: {exc}")
-            return str(exc)
-        await self.apply(config)
+            message = str(exc) if isinstance(exc, ConfigError) else f"{config.source}: {exc}"
+            self.log(f"reload failed, still running the previous configuration: {message}")
+            return message
         self.log(f"reloaded {config.source}: {len(self.series)} targets")
         return None
 
