@@ -37,6 +37,7 @@ from netns import inside
 pytestmark = pytest.mark.lab
 
 PORT = 10111
+PORT_NOBODY = 10112
 PROM_PORT = 9090
 LIVE, LOSSY, SILENT, ADDED = "198.19.0.1", "198.19.0.2", "198.19.0.3", "198.19.0.4"
 LOSS_PCT = 30
@@ -48,6 +49,7 @@ class Setup:
     config: Path
     exporter_a: subprocess.Popen[str]
     exporter_b: subprocess.Popen[str]
+    exporter_nobody: subprocess.Popen[str]
     prometheus: subprocess.Popen[str]
     logs: Path
 
@@ -79,7 +81,7 @@ class Setup:
         raise AssertionError(f"{promql}: last value {last}")
 
     def check_alive(self) -> None:
-        for name in ("exporter_a", "exporter_b", "prometheus"):
+        for name in ("exporter_a", "exporter_b", "exporter_nobody", "prometheus"):
             proc = getattr(self, name)
             if proc.poll() is not None:
                 log = (self.logs / f"{name}.log").read_text()
@@ -113,6 +115,9 @@ scrape_configs:
         labels: {{vantage: a}}
       - targets: ["{{target4}}:{PORT}"]
         labels: {{vantage: b}}
+  - job_name: icmpx_nobody
+    static_configs:
+      - targets: ["127.0.0.1:{PORT_NOBODY}"]
   - job_name: icmpx_probe
     metrics_path: /probe
     params:
@@ -175,7 +180,8 @@ def setup() -> Iterator[Setup]:
         prom.write_text(PROMETHEUS.replace("{target4}", lab.target4))
         (work / "data").mkdir()
         exporter = [sys.executable, "-m", "icmpx", "exporter"]
-        logs = {name: work / f"{name}.log" for name in ("exporter_a", "exporter_b", "prometheus")}
+        names = ("exporter_a", "exporter_b", "exporter_nobody", "prometheus")
+        logs = {name: work / f"{name}.log" for name in names}
         with ExitStack() as files:
             err = {name: files.enter_context(path.open("w")) for name, path in logs.items()}
             a = lab.popen(
@@ -189,6 +195,22 @@ def setup() -> Iterator[Setup]:
                 stdout=subprocess.DEVNULL,
                 stderr=err["exporter_b"],
             )
+            # Uid 65534 with no capability: only a ping socket is possible (the quick form: no file to read).
+            nobody = lab.popen(
+                [
+                    *exporter,
+                    LIVE,
+                    "--interval",
+                    "0.1",
+                    "--listen",
+                    f"127.0.0.1:{PORT_NOBODY}",
+                    "--privileged",
+                    "dgram",
+                ],
+                user="nobody",
+                stdout=subprocess.DEVNULL,
+                stderr=err["exporter_nobody"],
+            )
             prometheus = lab.popen(
                 [
                     "prometheus",
@@ -201,13 +223,14 @@ def setup() -> Iterator[Setup]:
             )
         _ready(lab.client, f"http://127.0.0.1:{PORT}/-/ready", a, logs["exporter_a"])
         _ready(lab.target, f"http://{lab.target4}:{PORT}/-/ready", b, logs["exporter_b"])
+        _ready(lab.client, f"http://127.0.0.1:{PORT_NOBODY}/-/ready", nobody, logs["exporter_nobody"])
         _ready(lab.client, f"http://127.0.0.1:{PROM_PORT}/-/ready", prometheus, logs["prometheus"])
-        yield Setup(lab, config_a, a, b, prometheus, work)
-        for proc in (prometheus, a, b):
+        yield Setup(lab, config_a, a, b, nobody, prometheus, work)
+        for proc in (prometheus, a, b, nobody):
             proc.send_signal(signal.SIGTERM)
-        for proc in (prometheus, a, b):
+        for proc in (prometheus, a, b, nobody):
             proc.wait(timeout=15)
-        for name, proc in (("exporter_a", a), ("exporter_b", b)):
+        for name, proc in (("exporter_a", a), ("exporter_b", b), ("exporter_nobody", nobody)):
             text = logs[name].read_text()
             assert proc.returncode == 0, text
             assert "Traceback" not in text
@@ -266,6 +289,16 @@ def test_two_vantage_points_are_told_apart_by_label(setup: Setup) -> None:
     vantages = {r["metric"]["vantage"] for r in setup.query('icmpx_build_info{job="icmpx"}')}
     assert vantages == {"a", "b"}
     assert setup.query('icmpx_responses_total{vantage="a",host="client.lab.test"}') == []
+
+
+def test_unprivileged_exporter_on_a_ping_socket(setup: Setup) -> None:
+    sel = f'job="icmpx_nobody",host="{LIVE}"'
+    setup.wait_value(f"sum(increase(icmpx_requests_total{{{sel}}}[1m]))", lambda v: v >= 30)
+    responses = f"sum(increase(icmpx_responses_total{{{sel}}}[1m]))"
+    requests = f"sum(increase(icmpx_requests_total{{{sel}}}[1m]))"
+    assert setup.value(f"1 - {responses} / {requests}") == pytest.approx(0, abs=0.02)
+    # A ping socket gets only its own replies: nothing foreign to read, whatever else pings here.
+    assert setup.value('icmpx_engine_foreign_total{job="icmpx_nobody"}') == 0
 
 
 def test_probe_through_relabelling(setup: Setup) -> None:
