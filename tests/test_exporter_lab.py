@@ -39,7 +39,7 @@ pytestmark = pytest.mark.lab
 PORT = 10111
 PORT_NOBODY = 10112
 PROM_PORT = 9090
-LIVE, LOSSY, SILENT, ADDED = "198.19.0.1", "198.19.0.2", "198.19.0.3", "198.19.0.4"
+LIVE, LOSSY, SILENT, ADDED, REJECTED = "198.19.0.1", "198.19.0.2", "198.19.0.3", "198.19.0.4", "198.19.0.5"
 LOSS_PCT = 30
 
 
@@ -101,6 +101,9 @@ targets:
     interval: 100ms
     timeout: 300ms
     labels: {{kind: silent}}
+  - hosts: [{REJECTED}]
+    interval: 100ms
+    labels: {{kind: rejected}}
 """
 
 PROMETHEUS = f"""\
@@ -140,6 +143,7 @@ table inet icmpx_exporter_test {{
   chain forward {{
     type filter hook forward priority filter; policy accept;
     ip daddr {SILENT} icmp type echo-request drop
+    ip daddr {REJECTED} icmp type echo-request reject with icmp type host-unreachable
     ip daddr {LOSSY} icmp type echo-request numgen random mod 100 < {LOSS_PCT} drop
   }}
 }}
@@ -266,6 +270,15 @@ def test_silent_target_loss_is_1(setup: Setup) -> None:
     setup.wait_value(f"icmpx_requests_total{{{sel}}}", lambda v: v >= 20)
     assert setup.value(f"icmpx_responses_total{{{sel}}}") == 0
     assert setup.value(loss(SILENT)) == 1
+
+
+def test_icmp_errors_are_counted_by_kind_not_as_replies(setup: Setup) -> None:
+    sel = f'job="icmpx",vantage="a",host="{REJECTED}"'
+    errors = setup.wait_value(f'icmpx_icmp_errors_total{{{sel},error="host-unreachable"}}', lambda v: v >= 10)
+    assert errors > 0
+    assert setup.value(f"icmpx_responses_total{{{sel}}}") == 0
+    assert setup.value(f"icmpx_rtt_seconds_count{{{sel}}}") == 0
+    assert setup.value(loss(REJECTED)) == 1
 
 
 def test_lossy_link_loss_within_the_band(setup: Setup) -> None:
