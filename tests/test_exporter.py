@@ -684,3 +684,31 @@ def test_not_ready_before_the_first_resolution() -> None:
     exporter = Exporter(config_of("targets:\n  - hosts: [127.0.0.1]\n"), log=lambda m: None)
     response = anyio.run(App(exporter, None), Request("GET", "/-/ready", []))
     assert response.status == 503
+
+
+@pytest.mark.parametrize(
+    ("family", "expected"),
+    [
+        ("auto", ["2001:db8::1"]),
+        ("4", ["198.18.0.1", "198.18.0.2"]),
+        ("6", ["2001:db8::1"]),
+        ("both", ["2001:db8::1", "198.18.0.1", "198.18.0.2"]),
+    ],
+)
+async def test_family_picks_the_first_address_or_every_address(
+    monkeypatch: pytest.MonkeyPatch, family: str, expected: list[str]
+) -> None:
+    """A name with two IPv4 addresses and one IPv6 (a fake resolver: nothing is looked up)."""
+    answers = [
+        (socket.AF_INET6, socket.SOCK_DGRAM, 17, "", ("2001:db8::1", 0, 0, 0)),
+        (socket.AF_INET, socket.SOCK_DGRAM, 17, "", ("198.18.0.1", 0)),
+        (socket.AF_INET, socket.SOCK_DGRAM, 17, "", ("198.18.0.2", 0)),
+        (socket.AF_INET, socket.SOCK_DGRAM, 17, "", ("198.18.0.1", 0)),
+    ]
+
+    async def getaddrinfo(host: str, port: object, *, family: int = 0, type: int = 0) -> list[object]:
+        return [a for a in answers if family in (0, a[0])]
+
+    monkeypatch.setattr(anyio, "getaddrinfo", getaddrinfo)
+    targets = await resolve_addresses("fleet.test", family)
+    assert [t.addr for t in targets] == expected

@@ -7,7 +7,7 @@ Every error names the file, the line and the key, so a typo never starts a half-
         interval: 1s         # between two echoes to each target (default 1s)
         timeout: 1s          # wait for each answer (default: the interval, at most 10s)
         size: 56             # payload bytes (default 56)
-        family: auto         # auto (the first address, as ping does), 4, 6, or both (every address)
+        family: auto         # auto (the first address, as ping does); 4, 6, both: every such address
         tos: 0               # only 0 for now
         source: 198.18.0.1   # local address to send from
         labels: {site: a}    # extra Prometheus labels for this group's series

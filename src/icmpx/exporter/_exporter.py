@@ -48,8 +48,8 @@ Resolver = Callable[[str, str], Awaitable[list[Target]]]
 
 
 async def resolve_addresses(host: str, family: str) -> list[Target]:
-    """The addresses to probe for ``host``: the first one of the family (``auto``: of any, as ping picks),
-    or every address of both families for ``both``."""
+    """The addresses to probe for ``host``: for ``auto`` the first the resolver gives (as ping picks), for
+    ``4`` / ``6`` every address of that family, for ``both`` every address of either."""
     fam = None if family in ("auto", "both") else normalize_family(int(family))
     literal = resolve_literal(host, fam)
     if literal is not None:
@@ -73,7 +73,7 @@ async def resolve_addresses(host: str, family: str) -> list[Target]:
             continue
         seen.add(addr)
         targets.append(Target(host=host, addr=addr, v6=af == socket.AF_INET6, sockaddr=tuple(sa)))
-        if family != "both":
+        if family == "auto":
             break
     if not targets:
         raise NameResolutionError(host, "no IPv4 or IPv6 address")
