@@ -864,11 +864,20 @@ def cmd_mtr(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------- main
 
+
+def _add_exporter(commands: Any) -> None:
+    # Listed for --help; main() hands `icmpx exporter ...` to icmpx.exporter, which parses the rest.
+    commands.add_parser(
+        "exporter", help="Prometheus exporter: probe targets continuously (icmpx exporter --help)"
+    )
+
+
 COMMANDS: dict[str, Callable[[Any], None]] = {
     "ping": _add_ping,
     "traceroute": _add_traceroute,
     "multiping": _add_multiping,
     "mtr": _add_mtr,
+    "exporter": _add_exporter,
 }
 """One function per subcommand, by name; each adds its subparser (with ``_command``) and its options."""
 
@@ -893,6 +902,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["exporter"]:
+        # The exporter parses its own arguments (icmpx/exporter); imported only when asked for.
+        from .exporter import main as exporter_main
+
+        return exporter_main(words[1:])
     parser = build_parser(words[0] if words and words[0] in COMMANDS else None)
     args = parser.parse_args(_attach_negative_values(parser, words))
     try:
