@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 
 import anyio
 import anyio.lowlevel
 import pytest
 
 import icmpx
+from icmpx import _wire
 
 pytestmark = pytest.mark.anyio
 
@@ -85,3 +87,52 @@ async def test_batch_buffers_follow_the_sweep_and_go_when_it_ends() -> None:
         assert grown < 60, f"RSS grew by {grown:.0f} MiB"
         assert client._engine is not None
         assert client._engine._sender._free == {}
+
+
+async def test_a_payload_too_large_for_ipv4_is_refused_before_sending() -> None:
+    """It was checked against the IPv6 limit only: nothing was sent (EMSGSIZE) and 100% loss reported."""
+    async with icmpx.AsyncClient(timeout=1) as client:
+        with pytest.raises(ValueError, match="too large for IPv4"):
+            await client.multiping(["127.0.0.1"], payload_size=65_520)
+        assert client.stats.sent == 0
+        rows = await client.multiping(["::1"], payload_size=65_520)  # within the IPv6 limit
+        assert rows[0].received == 1
+
+
+@pytest.mark.lab
+async def test_a_send_the_kernel_refuses_is_an_error_not_loss(quiet: str) -> None:
+    """No route: the kernel refuses the send (ENETUNREACH); the row says so instead of 100% loss."""
+    async with icmpx.AsyncClient(timeout=0.5) as client:
+        rows = await client.multiping(["198.18.7.7", "127.0.0.1"], rate=None)
+        again = await client.multiping(["198.18.7.7"], count=2, interval=0.01)
+        stats = client.stats
+    assert rows[0].error == "net-unreachable"
+    assert rows[0].received == 0
+    assert rows[1].error is None  # quiet: no answer, but sent
+    assert again[0].error == "net-unreachable"
+    assert stats.send_errors == 3
+
+
+@pytest.mark.lab
+async def test_replies_the_kernel_drops_are_counted_not_mistaken_for_loss(quiet: str) -> None:
+    """A full receive buffer loses packets inside this host; `kernel_drops` tells them from network loss."""
+    injector = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    async with icmpx.AsyncClient(timeout=0.2, privileged=True) as client:
+        first = await client.probe("127.0.0.1")
+        assert client._engine is not None
+        sock = client._engine._families[False].channels[0].sock
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # room for a handful of packets
+        # Replies with our identifier (the kernel filter lets them in), made up: counted as forged when read.
+        # Sent without an await: the reader cannot run meanwhile, so the buffer overflows.
+        for seq in range(2000):
+            body = struct.pack("!BBHHH", 0, 0, 0, first.request.ident, seq) + bytes(56)
+            message = body[:2] + struct.pack("!H", _wire.checksum(body)) + body[4:]
+            injector.sendto(message, ("127.0.0.1", 0))
+        with anyio.fail_after(5):
+            while client.stats.forged + client.stats.kernel_drops < 2000:  # noqa: ASYNC110 -- a counter
+                await anyio.sleep(0.01)
+        stats = client.stats
+    injector.close()
+    assert stats.kernel_drops > 1000
+    assert stats.forged > 0
+    assert stats.forged + stats.kernel_drops == 2000

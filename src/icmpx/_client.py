@@ -15,16 +15,23 @@ from anyio.abc import TaskGroup
 
 from ._engine import Engine
 from ._exceptions import ClientClosedError
-from ._models import EchoResult, EngineStats, MtrReport, PingStats, Target, TracerouteResult
-from ._mtr import mtr
-from ._multiping import DEFAULT_RATE, collect, stream
-from ._ping import iter_series
+from ._models import (
+    DEFAULT_SWEEP_RATE,
+    EchoResult,
+    EngineStats,
+    Hop,
+    MtrReport,
+    PingStats,
+    Target,
+    TracerouteResult,
+)
 from ._resolve import ReverseResolver, normalize_family, resolve
-from ._traceroute import traceroute
+from ._wire import MAX_PAYLOAD
+
+# The operations (_ping, _traceroute, _multiping, _mtr) are imported where they run: a command-line
+# call loads only the one it uses (start-up time, see bench/README.md).
 
 __all__ = ["AsyncClient"]
-
-_MAX_PAYLOAD = {False: 65535 - 20 - 8, True: 65535 - 8}
 
 
 MAX_TIMEOUT = 7 * 24 * 3600.0
@@ -59,7 +66,7 @@ def check_int(value: int, name: str, low: int, high: int | None = None) -> int:
 
 
 def check_payload(size: int, v6: bool | None = None) -> int:
-    limit = _MAX_PAYLOAD[bool(v6)]
+    limit = MAX_PAYLOAD[bool(v6)]
     check_int(size, "payload_size", 0)
     if size > limit:
         family = "IPv6" if v6 else "IPv4"
@@ -243,8 +250,11 @@ class AsyncClient:
             )
         return self._engine
 
-    async def socket_kind(self, family: int = 4) -> str:
+    async def open_socket(self, family: int = 4) -> str:
         """Open the family's ICMP socket now (it is otherwise opened on first use) and say which kind it is.
+
+        Calling it first makes a missing permission fail before anything is printed or sent. Which kinds
+        are open is also in `stats` (``stats.socket_kinds``), a snapshot that opens nothing.
 
         Args:
             family: 4 or 6 (or ``socket.AF_INET``/``AF_INET6``).
@@ -257,6 +267,9 @@ class AsyncClient:
         """
         v6 = normalize_family(family) == socket.AF_INET6
         return await self._require_engine().socket_kind(v6)
+
+    socket_kind = open_socket
+    """The name of `open_socket` before 0.2 (an alias)."""
 
     async def resolve(self, host: str, *, family: int | None = None) -> Target:
         """Resolve a host name or address literal, off the event loop, as the operations do.
@@ -399,6 +412,8 @@ class AsyncClient:
     async def _iter_ping(
         self, host: str, family: int | None, size: int, options: dict[str, Any]
     ) -> AsyncGenerator[EchoResult, None]:
+        from ._ping import iter_series
+
         engine = self._require_engine()
         target = await resolve(host, family)
         check_payload(size, target.v6)
@@ -447,27 +462,78 @@ class AsyncClient:
             ValueError: An argument is out of range.
             ClientClosedError: The client is (or was, during the call) closed.
         """
-        check_int(max_hops, "max_hops", 1, 255)
-        check_int(first_hop, "first_hop", 1, max_hops)
-        check_int(probes, "probes", 1, 100)
-        wait = self.timeout if timeout is None else check_timeout(timeout)
-        size = self.payload_size if payload_size is None else check_int(payload_size, "payload_size", 0)
+        options = self._trace_options(max_hops, first_hop, probes, timeout, resolve_dns, paris, payload_size)
         normalize_family(family)
         engine = self._require_engine()
         target = await resolve(host, family)
-        check_payload(size, target.v6)
+        check_payload(options["payload_size"], target.v6)
+        from ._traceroute import traceroute
+
+        return await traceroute(engine, target, **options)
+
+    def iter_traceroute(
+        self,
+        host: str,
+        *,
+        max_hops: int = 30,
+        first_hop: int = 1,
+        probes: int = 3,
+        timeout: float | None = None,
+        resolve_dns: bool | None = None,
+        paris: bool = True,
+        payload_size: int | None = None,
+        family: int | None = None,
+    ) -> AsyncGenerator[Hop, None]:
+        """Like `traceroute`, but yields each `Hop` as soon as it and every hop below it are complete.
+
+        The same trace, hop by hop as traceroute(8) prints it: a program can show the path as it is
+        found, and keep what it has when it stops early. Takes the same arguments as `traceroute`. Not a
+        coroutine: iterate over what it returns; arguments are checked when it is called.
+
+        Yields:
+            One `Hop` per TTL from ``first_hop`` to the destination (or ``max_hops``), lowest first.
+        """
+        options = self._trace_options(max_hops, first_hop, probes, timeout, resolve_dns, paris, payload_size)
+        normalize_family(family)
+        return self._iter_traceroute(host, family, options)
+
+    async def _iter_traceroute(
+        self, host: str, family: int | None, options: dict[str, Any]
+    ) -> AsyncGenerator[Hop, None]:
+        from ._traceroute import iter_hops
+
+        engine = self._require_engine()
+        target = await resolve(host, family)
+        check_payload(options["payload_size"], target.v6)
+        async with aclosing(iter_hops(engine, target, **options)) as hops:
+            async for hop in hops:
+                yield hop
+
+    def _trace_options(
+        self,
+        max_hops: int,
+        first_hop: int,
+        probes: int,
+        timeout: float | None,
+        resolve_dns: bool | None,
+        paris: bool,
+        payload_size: int | None,
+    ) -> dict[str, Any]:
+        check_int(max_hops, "max_hops", 1, 255)
+        check_int(first_hop, "first_hop", 1, max_hops)
+        check_int(probes, "probes", 1, 100)
         dns = self.resolve_dns_default if resolve_dns is None else bool(resolve_dns)
-        return await traceroute(
-            engine,
-            target,
-            max_hops=max_hops,
-            first_hop=first_hop,
-            probes=probes,
-            timeout=wait,
-            payload_size=size,
-            paris=bool(paris),
-            resolver=self._reverse if dns else None,
-        )
+        return {
+            "max_hops": max_hops,
+            "first_hop": first_hop,
+            "probes": probes,
+            "timeout": self.timeout if timeout is None else check_timeout(timeout),
+            "payload_size": (
+                self.payload_size if payload_size is None else check_int(payload_size, "payload_size", 0)
+            ),
+            "paris": bool(paris),
+            "resolver": self._reverse if dns else None,
+        }
 
     def mtr(
         self,
@@ -532,6 +598,8 @@ class AsyncClient:
         size: int,
         dns: bool,
     ) -> AsyncGenerator[MtrReport, None]:
+        from ._mtr import mtr
+
         engine = self._require_engine()
         target = await resolve(host, family)
         check_payload(size, target.v6)
@@ -556,7 +624,7 @@ class AsyncClient:
         count: int = 1,
         interval: float = 1.0,
         timeout: float | None = None,
-        rate: float | None = DEFAULT_RATE,
+        rate: float | None = DEFAULT_SWEEP_RATE,
         ttl: int | None = None,
         payload_size: int | None = None,
         family: int | None = None,
@@ -588,6 +656,8 @@ class AsyncClient:
         """
         hosts = self._hosts(targets)
         engine, options = self._sweep_options(count, interval, timeout, rate, ttl, payload_size, family)
+        from ._multiping import collect
+
         return await collect(engine, hosts, **options)
 
     def iter_multiping(
@@ -597,7 +667,7 @@ class AsyncClient:
         count: int = 1,
         interval: float = 1.0,
         timeout: float | None = None,
-        rate: float | None = DEFAULT_RATE,
+        rate: float | None = DEFAULT_SWEEP_RATE,
         ttl: int | None = None,
         payload_size: int | None = None,
         family: int | None = None,
@@ -618,6 +688,8 @@ class AsyncClient:
         """
         hosts = self._hosts(targets)
         engine, options = self._sweep_options(count, interval, timeout, rate, ttl, payload_size, family)
+        from ._multiping import stream
+
         return stream(engine, hosts, **options)
 
     def _sweep_options(

@@ -62,6 +62,7 @@ __all__ = ["Engine"]
 
 _READ_BATCH = 2048
 _SEND_YIELD_EVERY = 256
+_NOTICE_RETRIES = 8  # sends retried after reading the error queue, when the send reported a queued error
 _NO_CMSGS: list[tuple[int, int, bytes]] = []
 _SIGNATURE_END = 8 + SIGNATURE_SIZE
 # errno values a send or receive reports for an ICMP error already queued: notices, not failures.
@@ -192,7 +193,8 @@ class Engine:
         """
         if self._closed:
             raise ClientClosedError("the client is closed")
-        await self.open(target.v6)
+        if target.v6 not in self._families:
+            await self.open(target.v6)
         # Every await comes before the probe exists: a caller cancelled here leaves nothing behind.
         if self._pacer is not None:
             await self._pacer.wait()
@@ -238,9 +240,9 @@ class Engine:
             target.addr, slot.ident, seq, ttl, payload_size, packet[8:_SIGNATURE_END], sink, tag, channel
         )
         probe.packed = _packed(target)
-        probe.csum = sent_sum(packet, v6=fam.v6)
+        probe.csum = sent_sum(packet, v6=True) if fam.v6 else (packet[2] << 8) | packet[3]
         cmsgs = _NO_CMSGS if ttl == channel.icmp.default_ttl else [S.ttl_cmsg(fam.v6, ttl)]
-        retried = False
+        notices = 0
         while True:
             probe.sent_ns = time.monotonic_ns()
             try:
@@ -254,10 +256,12 @@ class Engine:
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:
                     return None
-                if exc.errno in _NOTICE_ERRNOS and not retried:
+                if exc.errno in _NOTICE_ERRNOS and notices < _NOTICE_RETRIES:
                     # Most likely an ICMP error queued for an earlier probe, reported on this send
-                    # (Linux >= 6.1). Read it, then try once more.
-                    retried = True
+                    # (Linux >= 6.1): read the queue, try again. Errors keep arriving while we do (a flood,
+                    # forged or not, must not fail our sends), so a few times; a local failure (no route)
+                    # persists past them.
+                    notices += 1
                     self.tally.notices += 1
                     channel.reader.drain_errors(_clock_offset())
                     continue
@@ -317,6 +321,8 @@ class Engine:
             channel, fam.table, template, targets, tags, ttl, payload_size, timeout_ns, sink
         )
         if prepared is None:
+            for v6 in {target.v6 for target in targets[:SEND_BATCH]}:
+                await self.open(v6)  # the run may hold both families
             done = self.send_many(
                 targets[:SEND_BATCH], tags[:SEND_BATCH], ttl, payload_size, timeout_ns, sink
             )
@@ -337,6 +343,7 @@ class Engine:
                 drain=lambda: channel.reader.drain(_clock_offset(), _READ_BATCH),
                 is_closed=lambda: self._closed,
                 notice_errnos=_NOTICE_ERRNOS,
+                notice_retries=_NOTICE_RETRIES,
                 errno_names=_SEND_ERRNO_NAMES,
             )
         finally:

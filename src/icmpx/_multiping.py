@@ -10,6 +10,7 @@ cap); round ``r`` to a target starts ``r * interval`` seconds after its round 0,
 from __future__ import annotations
 
 import copy
+import dataclasses
 import socket
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
@@ -20,14 +21,15 @@ import anyio.lowlevel
 from ._engine import Engine
 from ._exceptions import NameResolutionError
 from ._matching import Outcome, Probe
-from ._models import PingStats, PingStatsRow, Target
+from ._models import DEFAULT_SWEEP_RATE, PingStats, PingStatsRow, Target
 from ._pacing import Pacer
 from ._resolve import normalize_family, resolve, resolve_literal
 from ._stats import RttAccumulator
+from ._wire import MAX_PAYLOAD
 
 __all__ = ["DEFAULT_RATE", "collect", "stream"]
 
-DEFAULT_RATE = 1000.0
+DEFAULT_RATE = DEFAULT_SWEEP_RATE
 """Default pace of a sweep in packets per second: gentle on real networks and their ICMP rate limits,
 still 60,000 targets a minute. Pass ``rate=None`` (or 0) for an unpaced sweep on networks you own."""
 
@@ -71,6 +73,8 @@ class _Sweep:
         self.outstanding = [count] * n if count > 1 else []
         self.remaining = count * len(self.live)
         self.ready: list[int] = []
+        self.send_errors: dict[int, str] = {}
+        """Targets whose echo requests the kernel refused to send (index -> why): no network loss."""
         self.failure: BaseException | None = None
         self._changed = anyio.Event()
 
@@ -78,6 +82,9 @@ class _Sweep:
     def deliver(self, probe: Probe, outcome: Outcome) -> None:
         index: int = probe.tag
         rtt = outcome.rtt_ms
+        if outcome.src is None and outcome.error not in (None, "timeout"):
+            # Refused by the kernel before it left (no route, link down, too big): say why on the row.
+            self.send_errors.setdefault(index, outcome.error)
         if self.count == 1:
             if outcome.error is None:
                 self.rtts[index] = rtt
@@ -192,6 +199,8 @@ class _Sweep:
                 continue
             if rtt is None:
                 row = new_row(host, target.addr, 1, 0, 100.0, None, None, None, None, None)
+                if i in self.send_errors:
+                    row.error = self.send_errors[i]
             else:
                 row = new_row(host, target.addr, 1, 1, 0.0, rtt, rtt, rtt, 0.0, 0.0)
             row.__class__ = cls  # type: ignore[assignment]
@@ -204,10 +213,15 @@ class _Sweep:
         if self.count == 1:
             rtt = self.rtts[index]
             if rtt is None:
-                return PingStats._row(self.hosts[index], addr, 1, 0, 100.0, None, None, None, None, None)
-            return PingStats._row(self.hosts[index], addr, 1, 1, 0.0, rtt, rtt, rtt, 0.0, 0.0)
-        acc = self.accumulators[index] or RttAccumulator()
-        return PingStats.from_accumulator(target=self.hosts[index], addr=addr, sent=self.count, acc=acc)
+                row = PingStats._row(self.hosts[index], addr, 1, 0, 100.0, None, None, None, None, None)
+            else:
+                row = PingStats._row(self.hosts[index], addr, 1, 1, 0.0, rtt, rtt, rtt, 0.0, 0.0)
+        else:
+            acc = self.accumulators[index] or RttAccumulator()
+            row = PingStats.from_accumulator(target=self.hosts[index], addr=addr, sent=self.count, acc=acc)
+        if not row.received and index in self.send_errors:
+            return dataclasses.replace(row, error=self.send_errors[index])
+        return row
 
 
 async def _resolve_all(
@@ -266,6 +280,11 @@ async def _prepare(
     stream: bool,
 ) -> tuple[_Sweep, dict[int, str]]:
     targets, errors = await _resolve_all(hosts, family)
+    if payload_size > MAX_PAYLOAD[False] and any(t is not None and not t.v6 for t in targets):
+        # Checked per family once the addresses are known, before anything is sent.
+        raise ValueError(
+            f"payload_size {payload_size} is too large for IPv4 (at most {MAX_PAYLOAD[False]} bytes)"
+        )
     sweep = _Sweep(
         engine,
         hosts,

@@ -9,23 +9,25 @@ import anyio
 
 from ._engine import Engine
 from ._matching import Outcome, Probe
-from ._models import EchoReply, EchoRequest, EchoResult, IPHeader, ReceivedPacket, Target
+from ._models import EchoReply, EchoRequest, EchoResult, IPHeader, ReceivedPacket, Target, error_kind
 from ._wire import format_ipv4
 
 __all__ = ["SeriesSink", "echo_result", "iter_series"]
 
 
-def echo_result(probe: Probe, outcome: Outcome) -> EchoResult:
-    """The public result for one probe's outcome."""
+def echo_result(probe: Probe, outcome: Outcome, position: int = 1) -> EchoResult:
+    """The public result for one probe's outcome; ``position`` is its 1-based place in the series."""
     request = EchoRequest(
         addr=probe.addr,
         ident=probe.ident,
         seq=probe.seq,
         ttl=probe.ttl,
         payload_size=probe.payload_size,
+        position=position,
     )
+    error = error_kind(outcome.error)
     if outcome.src is None or outcome.rtt_ms is None:
-        return EchoResult(request=request, reply=None, error=outcome.error)
+        return EchoResult(request=request, reply=None, error=error)
     packet = ReceivedPacket(
         ip_header=IPHeader(
             src_addr=outcome.src,
@@ -42,7 +44,7 @@ def echo_result(probe: Probe, outcome: Outcome) -> EchoResult:
     return EchoResult(
         request=request,
         reply=EchoReply(rtt=outcome.rtt_ms, received_packet=packet),
-        error=outcome.error,
+        error=error,
         weak=outcome.weak,
     )
 
@@ -61,7 +63,7 @@ class SeriesSink:
 
     def deliver(self, probe: Probe, outcome: Outcome) -> None:
         self.in_flight.pop(probe.tag, None)
-        self.results[probe.tag] = echo_result(probe, outcome)
+        self.results[probe.tag] = echo_result(probe, outcome, probe.tag + 1)
         self._changed.set()
 
     def sent(self, probe: Probe) -> None:

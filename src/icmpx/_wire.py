@@ -63,6 +63,7 @@ __all__ = [
     "ICMP6_PACKET_TOO_BIG",
     "ICMP6_PARAM_PROBLEM",
     "ICMP6_TIME_EXCEEDED",
+    "MAX_PAYLOAD",
     "SIGNATURE_SIZE",
     "TOKEN_OFFSET",
     "EchoTemplate",
@@ -107,6 +108,9 @@ ECHO_HEADER = struct.Struct("!BBHHH")
 """type, code, checksum, identifier, sequence: the 8-byte header of echo messages."""
 
 COOKIE_SIZE = 8
+MAX_PAYLOAD = {False: 65535 - 20 - 8, True: 65535 - 8}
+"""The largest echo payload per family (``True``: IPv6): an IPv4 datagram's 65,535 bytes less its 20-byte
+header and the 8-byte echo header; an IPv6 payload's 65,535 less the echo header."""
 TOKEN_OFFSET = 8
 BALANCE_OFFSET = 12
 SIGNATURE_SIZE = 12
