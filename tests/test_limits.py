@@ -112,13 +112,18 @@ async def test_iter_ping_with_no_interval_yields_while_sending() -> None:
 
 _EXHAUSTED = """
 import os, resource, sys
-import anyio, icmpx
+import anyio, icmpx, icmpx._socket
 
 free, backend = int(sys.argv[1]), sys.argv[2]
 resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
 async def main():
     async with icmpx.AsyncClient(timeout=1) as client:
+        # Every module a ping needs is loaded (an import needs a descriptor too) and the IPv6 socket is
+        # open; the IPv4 one will open with the descriptors left, as the first socket of a process would
+        # (the timestamp warm-up runs again).
+        assert (await client.probe("::1")).error is None
+        icmpx._socket._timestamps_ready = False
         held = []
         try:
             while True:
