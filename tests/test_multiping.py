@@ -651,7 +651,8 @@ def test_cli_json_document() -> None:
     proc = icmpx_cli(*hosts, "-c", "3", "-i", "0.01", "--json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert set(doc) == {"hosts", "elapsed_s"}
+    assert set(doc) == {"hosts", "elapsed_s", "kernel_drops"}
+    assert doc["kernel_drops"] == 0
     assert isinstance(doc["elapsed_s"], float)
     assert 0 < doc["elapsed_s"] < 30
     assert [row["target"] for row in doc["hosts"]] == hosts
