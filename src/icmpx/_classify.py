@@ -112,6 +112,7 @@ class Answer(NamedTuple):
     size: int
     mpls: tuple[MplsLabel, ...] = ()
     weak: bool = False
+    mtu: int | None = None
 
     def outcome(self, rtt_ms: float) -> Outcome:
         return Outcome(rtt_ms, *self[1:])
@@ -203,6 +204,13 @@ def offender(sockaddr: bytes) -> str | None:
         return format_ipv4(sockaddr[4:8])
     if family == _AF_INET6 and len(sockaddr) >= 24:
         return format_ipv6(sockaddr[8:24])
+    return None
+
+
+def _next_hop_mtu(v6: bool, icmp_type: int, code: int, info: int) -> int | None:
+    """The MTU a Fragmentation Needed (RFC 1191) or Packet Too Big (RFC 8201) message reports."""
+    if (icmp_type == 2) if v6 else (icmp_type == 3 and code == 4):
+        return info or None  # 0: a pre-RFC 1191 router that does not say
     return None
 
 
@@ -303,6 +311,8 @@ class Classifier:
             message.code,
             message.size,
             message.mpls,
+            False,
+            _next_hop_mtu(self.v6, message.type, message.code, message.info),
         )
         v6 = self.v6
 
@@ -334,6 +344,9 @@ class Classifier:
             ee_type,
             ee_code,
             len(data),
+            (),
+            False,
+            _next_hop_mtu(self.v6, ee_type, ee_code, _info),
         )
         v6 = self.v6
 

@@ -17,13 +17,13 @@ from ._exceptions import ClientClosedError
 from ._models import EchoResult, EngineStats, MtrReport, PingStats, Target, TracerouteResult
 from ._mtr import mtr
 from ._multiping import DEFAULT_RATE, collect, stream
+from ._options import ProbeOptions, check_options, merge_options
 from ._ping import iter_series
 from ._resolve import ReverseResolver, normalize_family, resolve
 from ._traceroute import traceroute
 from ._wire import MAX_PAYLOAD
 
 __all__ = ["AsyncClient"]
-
 
 
 def check_timeout(timeout: float, name: str = "timeout") -> float:
@@ -96,6 +96,10 @@ class AsyncClient:
             (RFC 792 asks routers for only the IP header and 8 bytes), matched on identifier, sequence and
             checksum; their results say ``weak=True`` (default True). ``False`` drops them (counted in
             `EngineStats.refused`): a router that quotes so little then looks silent.
+        interface, tos, dont_fragment, mark: Defaults of the per-probe options every operation takes
+            (see `ping`); each call may override each of them. They ride on each packet, so calls with
+            different options still share the family's socket (IPv4's ``dont_fragment`` excepted: one
+            more socket per mode).
 
     Raises:
         ValueError: An argument is out of range (``TypeError`` for one of the wrong type).
@@ -112,6 +116,10 @@ class AsyncClient:
         payload_size: int = 56,
         rate: float | None = None,
         accept_weak: bool = True,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> None:
         self.timeout = check_timeout(timeout)
         if privileged not in (None, True, False):
@@ -123,6 +131,7 @@ class AsyncClient:
         self.payload_size = check_payload(payload_size, v6=True)
         self.rate = check_rate(rate)
         self.accept_weak = bool(accept_weak)
+        self._options = check_options(interface=interface, tos=tos, dont_fragment=dont_fragment, mark=mark)
         self._engine: Engine | None = None
         self._task_group: TaskGroup | None = None
         self._closed = False
@@ -248,6 +257,11 @@ class AsyncClient:
         timeout: float | None = None,
         payload_size: int | None = None,
         family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> EchoResult:
         """Send one echo request at ``ttl`` and return its `EchoResult`.
 
@@ -260,6 +274,7 @@ class AsyncClient:
             timeout: Seconds to wait for the answer (default: the client's).
             payload_size: Payload bytes (default: the client's).
             family: 4 or 6 for a name that resolves to both.
+            source, interface, tos, dont_fragment, mark: Per-probe options, as for `ping`.
 
         Returns:
             The outcome: an echo reply, an ICMP error or ``error="timeout"``.
@@ -277,6 +292,11 @@ class AsyncClient:
             timeout=timeout,
             payload_size=payload_size,
             family=family,
+            source=source,
+            interface=interface,
+            tos=tos,
+            dont_fragment=dont_fragment,
+            mark=mark,
         )
         return results[0]
 
@@ -290,6 +310,11 @@ class AsyncClient:
         ttl: int | None = None,
         payload_size: int | None = None,
         family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> list[EchoResult]:
         """Ping ``host`` ``count`` times, ``interval`` seconds apart; results in sequence order.
 
@@ -304,9 +329,16 @@ class AsyncClient:
             ttl: TTL / hop limit (default: the client's).
             payload_size: Payload bytes (default: the client's).
             family: 4 or 6 for a name that resolves to both.
+            source: Source address of these echoes (``IP_PKTINFO``; must be this host's, of the
+                target's family).
+            interface: Send out of this interface (by name; the ifindex of ``IP_PKTINFO``).
+            tos: TOS byte (IPv4) / traffic class (IPv6), 0–255, e.g. ``0xb8`` for DSCP EF.
+            dont_fragment: ``True``/``"do"`` never fragment (DF), ``False``/``"dont"`` allow it,
+                ``"want"`` the kernel's default.
+            mark: Firewall mark (``SO_MARK``) for policy routing; raw sockets only.
 
         Returns:
-            One `EchoResult` per echo, in sending order.
+            One `EchoResult` per echo, in sending order (each request records the options used).
 
         Raises:
             NameResolutionError: ``host`` does not resolve.
@@ -322,6 +354,11 @@ class AsyncClient:
                 ttl=ttl,
                 payload_size=payload_size,
                 family=family,
+                source=source,
+                interface=interface,
+                tos=tos,
+                dont_fragment=dont_fragment,
+                mark=mark,
             )
         ) as results:
             return [result async for result in results]
@@ -336,6 +373,11 @@ class AsyncClient:
         ttl: int | None = None,
         payload_size: int | None = None,
         family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> AsyncGenerator[EchoResult, None]:
         """Like `ping`, but yields each result as soon as it and the ones before it are known.
 
@@ -349,15 +391,23 @@ class AsyncClient:
         options = self._echo_options(count=count, interval=interval, timeout=timeout, ttl=ttl)
         size = self.payload_size if payload_size is None else check_int(payload_size, "payload_size", 0)
         normalize_family(family)
-        return self._iter_ping(host, family, size, options)
+        asked = self._probe_options(source, interface, tos, dont_fragment, mark)
+        return self._iter_ping(host, family, size, options, asked)
 
     async def _iter_ping(
-        self, host: str, family: int | None, size: int, options: dict[str, Any]
+        self,
+        host: str,
+        family: int | None,
+        size: int,
+        options: dict[str, Any],
+        asked: ProbeOptions | None,
     ) -> AsyncGenerator[EchoResult, None]:
         engine = self._require_engine()
         target = await resolve(host, family)
         check_payload(size, target.v6)
-        async with aclosing(iter_series(engine, target, payload_size=size, **options)) as series:
+        send_options = await engine.send_options(asked, target.v6)
+        series = iter_series(engine, target, payload_size=size, options=send_options, **options)
+        async with aclosing(series):
             async for result in series:
                 yield result
 
@@ -373,6 +423,11 @@ class AsyncClient:
         paris: bool = True,
         payload_size: int | None = None,
         family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> TracerouteResult:
         """Trace the path to ``host``: one `Hop` per TTL from ``first_hop`` to the destination.
 
@@ -393,6 +448,7 @@ class AsyncClient:
             paris: Keep every probe on one path through per-flow load balancers (default True).
             payload_size: Payload bytes (default: the client's).
             family: 4 or 6 for a name that resolves to both.
+            source, interface, tos, dont_fragment, mark: Per-probe options, as for `ping`.
 
         Returns:
             The hops from ``first_hop`` to the destination (or ``max_hops``), silent ones included.
@@ -408,9 +464,11 @@ class AsyncClient:
         wait = self.timeout if timeout is None else check_timeout(timeout)
         size = self.payload_size if payload_size is None else check_int(payload_size, "payload_size", 0)
         normalize_family(family)
+        asked = self._probe_options(source, interface, tos, dont_fragment, mark)
         engine = self._require_engine()
         target = await resolve(host, family)
         check_payload(size, target.v6)
+        send_options = await engine.send_options(asked, target.v6)
         dns = self.resolve_dns_default if resolve_dns is None else bool(resolve_dns)
         return await traceroute(
             engine,
@@ -422,6 +480,7 @@ class AsyncClient:
             payload_size=size,
             paris=bool(paris),
             resolver=self._reverse if dns else None,
+            options=send_options,
         )
 
     def mtr(
@@ -435,6 +494,11 @@ class AsyncClient:
         resolve_dns: bool | None = None,
         payload_size: int | None = None,
         family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> AsyncGenerator[MtrReport, None]:
         """Live per-hop statistics, as mtr shows them: an `MtrReport` after every cycle.
 
@@ -457,6 +521,7 @@ class AsyncClient:
             resolve_dns: Reverse DNS of the hops (default: the client's ``resolve_dns_default``).
             payload_size: Payload bytes (default: the client's).
             family: 4 or 6 for a name that resolves to both.
+            source, interface, tos, dont_fragment, mark: Per-probe options, as for `ping`.
 
         Yields:
             One `MtrReport` per completed cycle, in cycle order, with the statistics so far.
@@ -474,7 +539,8 @@ class AsyncClient:
         size = self.payload_size if payload_size is None else check_payload(payload_size, v6=True)
         normalize_family(family)
         dns = self.resolve_dns_default if resolve_dns is None else bool(resolve_dns)
-        return self._mtr(host, family, cycles, every, max_hops, wait, size, dns)
+        asked = self._probe_options(source, interface, tos, dont_fragment, mark)
+        return self._mtr(host, family, cycles, every, max_hops, wait, size, dns, asked)
 
     async def _mtr(
         self,
@@ -486,10 +552,12 @@ class AsyncClient:
         timeout: float,
         size: int,
         dns: bool,
+        asked: ProbeOptions | None = None,
     ) -> AsyncGenerator[MtrReport, None]:
         engine = self._require_engine()
         target = await resolve(host, family)
         check_payload(size, target.v6)
+        send_options = await engine.send_options(asked, target.v6)
         reports = mtr(
             engine,
             target,
@@ -499,6 +567,7 @@ class AsyncClient:
             timeout=timeout,
             payload_size=size,
             resolver=self._reverse if dns else None,
+            options=send_options,
         )
         async with aclosing(reports):
             async for report in reports:
@@ -515,6 +584,11 @@ class AsyncClient:
         ttl: int | None = None,
         payload_size: int | None = None,
         family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> list[PingStats]:
         """Ping many targets ``count`` times each; one `PingStats` per target, in input order.
 
@@ -533,6 +607,8 @@ class AsyncClient:
             ttl: TTL / hop limit (default: the client's).
             payload_size: Payload bytes (default: the client's).
             family: 4 or 6 for names that resolve to both.
+            source, interface, tos, dont_fragment, mark: Per-probe options, as for `ping` (a sweep with
+                options sends one ``sendmsg`` per probe instead of ``sendmmsg`` batches).
 
         Returns:
             One `PingStats` per target, in input order.
@@ -543,7 +619,8 @@ class AsyncClient:
         """
         hosts = self._hosts(targets)
         engine, options = self._sweep_options(count, interval, timeout, rate, ttl, payload_size, family)
-        return await collect(engine, hosts, **options)
+        asked = self._probe_options(source, interface, tos, dont_fragment, mark)
+        return await collect(engine, hosts, options=asked, **options)
 
     def iter_multiping(
         self,
@@ -556,6 +633,11 @@ class AsyncClient:
         ttl: int | None = None,
         payload_size: int | None = None,
         family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> AsyncGenerator[PingStats, None]:
         """Like `multiping`, but yields each target's `PingStats` as soon as it is complete.
 
@@ -573,7 +655,8 @@ class AsyncClient:
         """
         hosts = self._hosts(targets)
         engine, options = self._sweep_options(count, interval, timeout, rate, ttl, payload_size, family)
-        return stream(engine, hosts, **options)
+        asked = self._probe_options(source, interface, tos, dont_fragment, mark)
+        return stream(engine, hosts, options=asked, **options)
 
     def _sweep_options(
         self,
@@ -593,6 +676,20 @@ class AsyncClient:
         options["family"] = family
         normalize_family(family)
         return self._require_engine(), options
+
+    def _probe_options(
+        self,
+        source: str | None,
+        interface: str | None,
+        tos: int | None,
+        dont_fragment: bool | str | None,
+        mark: int | None,
+    ) -> ProbeOptions | None:
+        """A call's per-probe options over the client's defaults, checked (``ValueError`` before sending)."""
+        asked = check_options(
+            source=source, interface=interface, tos=tos, dont_fragment=dont_fragment, mark=mark
+        )
+        return merge_options(self._options, asked)
 
     @staticmethod
     def _hosts(targets: Iterable[str]) -> list[str]:

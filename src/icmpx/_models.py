@@ -98,6 +98,17 @@ class EchoRequest:
     """TTL (IPv4) or hop limit (IPv6) the request was sent with."""
     payload_size: int
     """Bytes of payload after the 8-byte ICMP header."""
+    source: str | None = None
+    """The source address asked for (``source=``), ``None`` when the kernel chose it."""
+    interface: str | None = None
+    """The interface asked for (``interface=``), ``None`` when the routing table chose it."""
+    tos: int | None = None
+    """The TOS byte (IPv4) or traffic class (IPv6) asked for (``tos=``), ``None``: the socket's (0)."""
+    dont_fragment: str | None = None
+    """``"do"``, ``"dont"`` or ``"want"`` as asked (``dont_fragment=``); ``"probe"`` for `path_mtu`'s probes
+    (DF set, the kernel's cached path MTU ignored); ``None``: the kernel's default."""
+    mark: int | None = None
+    """The firewall mark asked for (``mark=``), ``None`` for none."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import AsyncGenerator
+from typing import Any
 
 import anyio
 
 from ._engine import Engine
 from ._matching import Outcome, Probe
 from ._models import EchoReply, EchoRequest, EchoResult, IPHeader, ReceivedPacket, Target
+from ._options import SendOptions
 from ._wire import format_ipv4
 
 __all__ = ["SeriesSink", "echo_result", "iter_series"]
@@ -17,12 +19,23 @@ __all__ = ["SeriesSink", "echo_result", "iter_series"]
 
 def echo_result(probe: Probe, outcome: Outcome) -> EchoResult:
     """The public result for one probe's outcome."""
+    asked = probe.options
+    used: dict[str, Any] = {}
+    if asked is not None:
+        used = {
+            "source": asked.source,
+            "interface": asked.interface,
+            "tos": asked.tos,
+            "dont_fragment": asked.dont_fragment,
+            "mark": asked.mark,
+        }
     request = EchoRequest(
         addr=probe.addr,
         ident=probe.ident,
         seq=probe.seq,
         ttl=probe.ttl,
         payload_size=probe.payload_size,
+        **used,
     )
     if outcome.src is None or outcome.rtt_ms is None:
         return EchoResult(request=request, reply=None, error=outcome.error)
@@ -87,6 +100,7 @@ async def iter_series(
     ttl: int,
     payload_size: int,
     timeout: float,
+    options: SendOptions | None = None,
 ) -> AsyncGenerator[EchoResult, None]:
     """Send ``count`` echoes ``interval`` seconds apart (not waiting for replies, as ping(8) does) and
     yield each result in sequence order as soon as it and those before it are known."""
@@ -99,7 +113,13 @@ async def iter_series(
             while yielded < count:
                 while sent < count and anyio.current_time() >= start + sent * interval:
                     probe = await engine.send(
-                        target, ttl=ttl, payload_size=payload_size, timeout=timeout, sink=sink, tag=sent
+                        target,
+                        ttl=ttl,
+                        payload_size=payload_size,
+                        timeout=timeout,
+                        sink=sink,
+                        tag=sent,
+                        options=options,
                     )
                     sink.probes.append(probe)
                     sent += 1

@@ -256,6 +256,54 @@ def icmp6_filter() -> bytes:
     return struct.pack("=8I", *words)
 
 
+IP_MTU_DISCOVER = 10
+IPV6_MTU_DISCOVER = 23
+IPV6_DONTFRAG = 62
+_PMTUDISC_PROBE = 3
+
+
+def set_pmtu_mode(sock: socket.socket, *, v6: bool, mode: int) -> None:
+    """Set the socket's path MTU discovery mode (``IP_PMTUDISC_*``); in probe mode IPv6 packets are never
+    fragmented either (``IPV6_DONTFRAG``)."""
+    try:
+        if v6:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, mode)
+            if mode == _PMTUDISC_PROBE:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_DONTFRAG, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, mode)
+    except OSError as exc:
+        raise SocketError(exc.errno, f"cannot set the path MTU discovery mode: {exc.strerror}") from exc
+
+
+def source_is_local(source: str, *, v6: bool) -> bool:
+    """Whether this host (in the caller's network namespace) has the address: binding a UDP socket to it
+    tells."""
+    probe = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.bind((source, 0))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def receive_nothing(sock: socket.socket) -> None:
+    """Make a raw socket send-only: a filter that accepts no packet (the family's other raw socket reads
+    every answer), and nothing left queued from before it."""
+    import ctypes  # only raw sockets need it
+
+    code = _BPF_INSN.pack(_RET, 0, 0, 0)
+    buffer = ctypes.create_string_buffer(code, len(code))
+    program = struct.pack("@HP", 1, ctypes.addressof(buffer))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, program)
+    except OSError as exc:
+        raise SocketError(exc.errno, f"cannot filter the ICMP socket: {exc.strerror}") from exc
+    discard_queued(sock)
+
+
 def ttl_cmsg(v6: bool, ttl: int) -> tuple[int, int, bytes]:
     """The control message that sets the TTL / hop limit of one packet on ``sendmsg``."""
     if v6:

@@ -21,6 +21,7 @@ import anyio
 from ._engine import Engine
 from ._matching import Outcome, Probe
 from ._models import Hop, HopProbe, Target, TracerouteResult
+from ._options import SendOptions
 from ._resolve import ReverseResolver
 
 __all__ = ["Signal", "TraceRound", "build_hops", "paris_checksum", "run_round", "traceroute"]
@@ -103,7 +104,15 @@ class TraceRound:
         if self.failure is not None:
             raise type(self.failure)(*self.failure.args)
 
-    async def send(self, engine: Engine, *, timeout: float, payload_size: int, checksum: int | None) -> None:
+    async def send(
+        self,
+        engine: Engine,
+        *,
+        timeout: float,
+        payload_size: int,
+        checksum: int | None,
+        options: SendOptions | None = None,
+    ) -> None:
         """Send the round's probes, round-robin over TTLs, skipping TTLs beyond a known end."""
         for index in range(self.probes):
             for ttl in self.ttls:
@@ -118,6 +127,7 @@ class TraceRound:
                     sink=self,
                     tag=(ttl, index),
                     checksum=checksum,
+                    options=options,
                 )
                 self.sent.append(probe)
 
@@ -135,11 +145,14 @@ async def run_round(
     timeout: float,
     payload_size: int,
     checksum: int | None,
+    options: SendOptions | None = None,
 ) -> TraceRound:
     """Probe every TTL of ``ttls`` ``probes`` times at once; return when the path's end is known."""
     trace = TraceRound(target, ttls, probes)
     try:
-        await trace.send(engine, timeout=timeout, payload_size=payload_size, checksum=checksum)
+        await trace.send(
+            engine, timeout=timeout, payload_size=payload_size, checksum=checksum, options=options
+        )
         while not trace.finished():
             await trace.signal.wait()
             trace.check()
@@ -209,6 +222,7 @@ async def traceroute(
     payload_size: int,
     paris: bool,
     resolver: ReverseResolver | None,
+    options: SendOptions | None = None,
 ) -> TracerouteResult:
     trace = await run_round(
         engine,
@@ -218,6 +232,7 @@ async def traceroute(
         timeout=timeout,
         payload_size=payload_size,
         checksum=paris_checksum() if paris else None,
+        options=options,
     )
     names: dict[str, str | None] = {}
     if resolver is not None:
