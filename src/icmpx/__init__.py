@@ -32,6 +32,7 @@ from ._models import (
     TracerouteResult,
 )
 from ._multiping import DEFAULT_RATE as DEFAULT_SWEEP_RATE
+from ._pmtu import PathMtu
 from ._sync import Client
 
 __version__ = "0.1.0"
@@ -54,6 +55,7 @@ __all__ = [
     "MtrHop",
     "MtrReport",
     "NameResolutionError",
+    "PathMtu",
     "PingStats",
     "RawSocketPermissionError",
     "ReceivedPacket",

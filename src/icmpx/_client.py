@@ -19,6 +19,7 @@ from ._mtr import mtr
 from ._multiping import DEFAULT_RATE, collect, stream
 from ._options import ProbeOptions, check_options, merge_options
 from ._ping import iter_series
+from ._pmtu import PathMtu, path_mtu
 from ._resolve import ReverseResolver, normalize_family, resolve
 from ._traceroute import traceroute
 from ._wire import MAX_PAYLOAD
@@ -482,6 +483,50 @@ class AsyncClient:
             resolver=self._reverse if dns else None,
             options=send_options,
         )
+
+    async def path_mtu(
+        self,
+        host: str,
+        *,
+        timeout: float | None = None,
+        max_hops: int = 30,
+        family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        mark: int | None = None,
+    ) -> PathMtu:
+        """The path MTU to ``host`` and the hop where it drops (tracepath's job).
+
+        Probes of many sizes go out at once with DF set, on one more socket of the family that ignores the
+        path MTU the kernel has cached (so a learnt or stale value never decides the answer): Fragmentation
+        Needed / Packet Too Big messages give the next-hop MTU; where a router drops large packets silently,
+        the sizes are bisected (one ``timeout`` per round). Then probes one byte too large go to every TTL
+        at once to find the router that stops them. A few rounds in all.
+
+        Args:
+            host: A name or an address literal.
+            timeout: Seconds each probe waits for its answer (default: the client's).
+            max_hops: Highest TTL searched for the hop, 1–255 (default 30).
+            family: 4 or 6 for a name that resolves to both.
+            source, interface, tos, mark: Per-probe options, as for `ping`.
+
+        Returns:
+            A `PathMtu`: ``mtu`` in bytes (whole IP packets), ``hop`` / ``hop_addr`` the router before the
+            narrowest link, ``reported`` whether a router said so.
+
+        Raises:
+            NameResolutionError: ``host`` does not resolve.
+            ValueError: An argument is out of range.
+            ClientClosedError: The client is (or was, during the call) closed.
+        """
+        wait = self.timeout if timeout is None else check_timeout(timeout)
+        check_int(max_hops, "max_hops", 1, 255)
+        normalize_family(family)
+        asked = self._probe_options(source, interface, tos, None, mark)
+        engine = self._require_engine()
+        target = await resolve(host, family)
+        return await path_mtu(engine, target, timeout=wait, max_hops=max_hops, ttl=self.ttl, asked=asked)
 
     def mtr(
         self,
