@@ -118,8 +118,9 @@ class _Family:
         self.channels: list[Channel] = []
         self.table = table
         self.classifier = classifier
-        self.extras: dict[int, _Extra] = {}
-        """Extra sockets by ``IP_MTU_DISCOVER`` mode, opened on first use (`Engine.open_mode`)."""
+        self.extras: dict[tuple[int | None, str | None], _Extra] = {}
+        """Extra sockets by (``IP_MTU_DISCOVER`` mode, bound address), opened on first use
+        (`Engine.open_extra`)."""
 
 
 class Engine:
@@ -143,7 +144,7 @@ class Engine:
         self._cookie = os.urandom(COOKIE_SIZE)
         self._families: dict[bool, _Family] = {}
         self._opening: dict[bool, anyio.Event] = {}
-        self._opening_modes: dict[tuple[bool, int], anyio.Event] = {}
+        self._opening_extras: dict[tuple[bool, tuple[int | None, str | None]], anyio.Event] = {}
         self.tally = Tally()
         self._closed = False
         self._timer_scope: anyio.CancelScope | None = None
@@ -213,8 +214,8 @@ class Engine:
         if self._closed:
             raise ClientClosedError("the client is closed")
         await self.open(target.v6)
-        if options is not None and options.mode is not None:
-            await self.open_mode(target.v6, options.mode)
+        if options is not None and options.extra is not None:
+            await self.open_extra(target.v6, options.extra)
         # Every await comes before the probe exists: a caller cancelled here leaves nothing behind.
         if self._pacer is not None:
             await self._pacer.wait()
@@ -245,7 +246,7 @@ class Engine:
     ) -> Probe | None:
         """Send now, without pacing; ``None`` when the kernel's buffer is full (nothing was registered:
         wait a little and call again). The family's socket (and ``options``' extra socket, if it needs
-        one) must be open (`open`, `open_mode`). Callers must yield to the loop now and then so the
+        one) must be open (`open`, `open_extra`). Callers must yield to the loop now and then so the
         reader can drain replies."""
         if self._closed:
             raise ClientClosedError("the client is closed")
@@ -308,10 +309,10 @@ class Engine:
     @staticmethod
     def _optioned(fam: _Family, options: SendOptions) -> tuple[IdentSlot, int, Channel, socket.socket] | None:
         """Key, reading channel and sending socket of a probe with options."""
-        if options.mode is None:
+        if options.extra is None:
             slot, seq = fam.table.allocate()
             return slot, seq, slot.channel, slot.channel.sock
-        extra = fam.extras[options.mode]
+        extra = fam.extras[options.extra]
         if extra.slot is None:
             # A raw extra socket only sends: the family's raw socket reads the answers.
             slot, seq = fam.table.allocate()
@@ -372,8 +373,8 @@ class Engine:
             prepared = self._sender.prepare(
                 channel, fam.table, template, targets, tags, ttl, payload_size, timeout_ns, sink
             )
-        elif options.mode is not None:
-            await self.open_mode(fam.v6, options.mode)
+        elif options.extra is not None:
+            await self.open_extra(fam.v6, options.extra)
         if prepared is None:
             count = min(len(targets), SEND_BATCH)
             if options is not None:
@@ -600,33 +601,35 @@ class Engine:
         fam = await self.open(v6)
         icmp = fam.channels[0].icmp
         built = SendOptions.build(options, v6=v6, raw=icmp.raw, kind="raw" if icmp.raw else "ping (dgram)")
-        if built.mode is not None:
-            await self.open_mode(v6, built.mode)
+        if built.extra is not None:
+            await self.open_extra(v6, built.extra)
         return built
 
-    async def open_mode(self, v6: bool, mode: int) -> _Extra:
-        """The family's extra socket for ``IP_MTU_DISCOVER`` / ``IPV6_MTU_DISCOVER`` ``mode``, opened on first
-        use (see `_Extra`): of the same kind as the family's socket."""
+    async def open_extra(self, v6: bool, which: tuple[int | None, str | None]) -> _Extra:
+        """The family's extra socket ``which`` = (``IP_MTU_DISCOVER`` / ``IPV6_MTU_DISCOVER`` mode or None,
+        address to bind or None), opened on first use (see `_Extra`), of the same kind as the family's."""
         fam = await self.open(v6)
-        extra = fam.extras.get(mode)
+        extra = fam.extras.get(which)
         if extra is not None:
             return extra
-        key = (v6, mode)
-        while (opening := self._opening_modes.get(key)) is not None:
+        key = (v6, which)
+        while (opening := self._opening_extras.get(key)) is not None:
             await opening.wait()
-            extra = fam.extras.get(mode)
+            extra = fam.extras.get(which)
             if extra is not None:
                 return extra
         if self._closed:
             raise ClientClosedError("the client is closed")
-        opened = self._opening_modes[key] = anyio.Event()
+        opened = self._opening_extras[key] = anyio.Event()
+        mode, bind = which
         try:
             raw = fam.channels[0].icmp.raw
             icmp = S.open_icmp_socket(
-                v6=v6, privileged=raw, source=self._source, ttl=self._default_ttl, warm_up=False
+                v6=v6, privileged=raw, source=bind or self._source, ttl=self._default_ttl, warm_up=False
             )
             try:
-                S.set_pmtu_mode(icmp.sock, v6=v6, mode=mode)
+                if mode is not None:
+                    S.set_pmtu_mode(icmp.sock, v6=v6, mode=mode)
                 if icmp.raw:
                     S.receive_nothing(icmp.sock)
                     extra = _Extra(icmp, None, None)
@@ -639,10 +642,10 @@ class Engine:
             except BaseException:
                 icmp.close()
                 raise
-            fam.extras[mode] = extra
+            fam.extras[which] = extra
             return extra
         finally:
-            del self._opening_modes[key]
+            del self._opening_extras[key]
             opened.set()
 
     def _install(self, v6: bool, icmp: S.IcmpSocket) -> _Family:

@@ -243,7 +243,7 @@ class PendingTable:
 
     def add_slot(self, slot: IdentSlot, *, reserved: bool = False) -> None:
         """Own ``slot``'s identifier. A *reserved* slot (a socket with its own options, see
-        `Engine.open_mode`) is never handed out by `allocate`: only by `allocate_in`."""
+        `Engine.open_extra`) is never handed out by `allocate`: only by `allocate_in`."""
         if not reserved:
             self._slots.append(slot)
         self._slot_by_ident[slot.ident] = slot

@@ -16,7 +16,7 @@ option             IPv4                                             IPv6
 IPv4 has no per-packet control of the DF bit (``IP_MTU_DISCOVER`` is a socket option), so a probe whose
 ``dont_fragment`` differs from the kernel's default (``"want"``: DF set unless the packet is larger than the
 path MTU the kernel knows) goes out on one more socket of the family, opened lazily, one per mode (see
-`Engine.open_mode`). ``interface`` is the ifindex of the packet-info message, not ``SO_BINDTODEVICE``
+`Engine.open_extra`). ``interface`` is the ifindex of the packet-info message, not ``SO_BINDTODEVICE``
 (which would pin the whole shared socket to one interface).
 
 Everything is checked before anything is sent (`check_options` when the call starts, `SendOptions.build`
@@ -159,9 +159,9 @@ class SendOptions:
 
     asked: ProbeOptions
     cmsgs: tuple[tuple[int, int, bytes], ...]
-    mode: int | None
-    """None: the family's shared socket; else the value of the extra socket's ``IP_MTU_DISCOVER``."""
-    mode_name: str | None
+    extra: tuple[int | None, str | None] | None
+    """None: the family's shared socket. Else the extra socket to send on: its ``IP_MTU_DISCOVER`` value
+    (None: the kernel's default) and the address it is bound to (None: none)."""
 
     @classmethod
     def build(cls, options: ProbeOptions, *, v6: bool, raw: bool, kind: str) -> SendOptions:
@@ -169,11 +169,16 @@ class SendOptions:
         family = "IPv6" if v6 else "IPv4"
         cmsgs: list[tuple[int, int, bytes]] = []
         source = options.source
+        bind: str | None = None
         if source is not None:
             if (":" in source) != v6:
                 raise ValueError(f"source address {source} cannot send to {family} destinations")
             if not source_is_local(source, v6=v6):
                 raise ValueError(f"source address {source} is not an address of this host")
+            if v6 and not raw:
+                # An IPv6 ping socket takes the source from its bound address whatever IPV6_PKTINFO says:
+                # such probes go out on a ping socket bound to it.
+                bind, source = source, None
         if source is not None or options.ifindex:
             if v6:
                 addr = socket.inet_pton(socket.AF_INET6, source or "::")
@@ -192,8 +197,9 @@ class SendOptions:
                     f"SO_MARK on this client's {kind} {family} socket"
                 )
             cmsgs.append((socket.SOL_SOCKET, SO_MARK, _U32.pack(options.mark)))
-        mode_name = options.dont_fragment
-        mode = _MODE_SOCKET.get((v6, mode_name)) if mode_name is not None else None
-        if v6 and mode_name == "do":
+        df = options.dont_fragment
+        mode = _MODE_SOCKET.get((v6, df)) if df is not None else None
+        if v6 and df == "do":
             cmsgs.append((socket.IPPROTO_IPV6, IPV6_DONTFRAG, _INT.pack(1)))
-        return cls(options, tuple(cmsgs), mode, mode_name)
+        extra = (mode, bind) if mode is not None or bind is not None else None
+        return cls(options, tuple(cmsgs), extra)

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Probes are echo requests sent with DF set on the family's *probe* socket (`Engine.open_mode` with
+Probes are echo requests sent with DF set on the family's *probe* socket (`Engine.open_extra` with
 ``IP_PMTUDISC_PROBE`` / ``IPV6_PMTUDISC_PROBE``, and ``IPV6_DONTFRAG``): the kernel sets DF but does not
 hold the packet to the path MTU it has cached for the destination, only to the first link's MTU. So a
 path MTU learnt earlier (by us, by another program, or stale) can neither fool the search nor make it
