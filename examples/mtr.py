@@ -35,7 +35,7 @@ def cells(hop: icmpx.MtrHop) -> list[str]:
     address = hop.addr or "???"  # nothing answered at this TTL yet
     if len(hop.addrs) > 1:  # a load-balanced hop: say how many others answered
         address += f" (+{len(hop.addrs) - 1})"
-    figures = (hop.last, hop.avg, hop.best, hop.worst, hop.stdev, hop.javg)
+    figures = (hop.last_rtt, hop.avg_rtt, hop.min_rtt, hop.max_rtt, hop.stdev_rtt, hop.jitter)
     first = [str(hop.ttl), address, hop.hostname or "", str(hop.sent), str(hop.received)]
     return [*first, f"{hop.loss_pct:.1f}", *map(ms, figures)]
 

@@ -18,16 +18,18 @@ import anyio
 import icmpx
 
 
-def echo_line(position: int, result: icmpx.EchoResult) -> str:
-    """One line per echo, as ping(8) prints it (``position`` is the 1-based icmp_seq)."""
-    if result.reply is None:
+def echo_line(result: icmpx.EchoResult) -> str:
+    """One line per echo, as ping(8) prints it (``result.position`` is the 1-based icmp_seq)."""
+    position = result.position
+    reply = result.reply
+    if reply is None:
         return f"no answer for icmp_seq={position} ({result.error})"
-    packet = result.reply.received_packet
+    packet = reply.received_packet
     src = packet.ip_header.src_addr
-    if result.error is not None:  # an ICMP error from a router (unreachable, time exceeded, ...)
+    if not result.ok:  # an ICMP error from a router (unreachable, time exceeded, ...)
         return f"From {src} icmp_seq={position} {result.error}"
     ttl = f" ttl={packet.ip_header.ttl}" if packet.ip_header.ttl is not None else ""
-    return f"{packet.size} bytes from {src}: icmp_seq={position}{ttl} time={result.reply.rtt:.3f} ms"
+    return f"{packet.size} bytes from {src}: icmp_seq={position}{ttl} time={reply.rtt:.3f} ms"
 
 
 def ms(value: float | None) -> str:
@@ -54,7 +56,7 @@ async def ping(
         print(f"PING {host} ({target.addr})", flush=True)
         async for result in client.iter_ping(target.addr, count=count, interval=interval):
             results.append(result)
-            print(echo_line(len(results), result), flush=True)
+            print(echo_line(result), flush=True)
 
 
 def main() -> int:

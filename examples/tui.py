@@ -30,7 +30,7 @@ def cells(hop: icmpx.MtrHop) -> list[str | Text]:
     def ms(value: float | None) -> str:
         return "" if value is None else f"{value:.3f}"
 
-    figures = (hop.last, hop.avg, hop.best, hop.worst, hop.stdev, hop.javg)
+    figures = (hop.last_rtt, hop.avg_rtt, hop.min_rtt, hop.max_rtt, hop.stdev_rtt, hop.jitter)
     numbers = [str(hop.sent), str(hop.received), f"{hop.loss_pct:.1f}", *map(ms, figures)]
     return [str(hop.ttl), hop.addr or "???", hop.hostname or "", *(Text(n, justify="right") for n in numbers)]
 

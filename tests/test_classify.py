@@ -423,7 +423,7 @@ def test_the_fast_path_reaches_the_general_paths_verdicts(
         data, src, rx = packets[k]
         fast.settle(fast.classifier.packet(data, src, rx, None))
 
-    def full(probe: Probe, k: int, rtt_ms: float) -> None:
+    def full(probe: Probe, k: int, rtt_ms: float, length: int) -> None:
         probe.sink.deliver(probe, Outcome(rtt_ms, None))
 
     decoder.take(iter(lengths), n, 0, SENT_NS, slow, full, fast.tally)

@@ -38,6 +38,7 @@ def test_seed_sync_example() -> None:
         assert len({r.request.ident for r in resultados}) == 1
 
 
+@pytest.mark.matrix
 @pytest.mark.parametrize(("host", "family"), [("127.0.0.1", 4), ("::1", 6)])
 async def test_ping_loopback(host: str, family: int) -> None:
     async with icmpx.AsyncClient(timeout=1) as client:
@@ -66,6 +67,7 @@ async def test_probe_result_and_payload_sizes() -> None:
             assert result.reply.received_packet.size == size + 8
 
 
+@pytest.mark.matrix
 async def test_1000_concurrent_pings_share_one_socket() -> None:
     targets = [f"127.{i // 250 + 1}.{i % 250}.{random.randrange(1, 255)}" for i in range(1000)]
     before = icmp_socket_count()
@@ -137,6 +139,7 @@ async def test_rtt_stays_honest_when_the_loop_is_busy(
     assert max(row.max_rtt or 0.0 for row in rows) < 1.0, rows
 
 
+@pytest.mark.matrix
 async def test_forged_truncated_and_random_packets_are_dropped_and_counted() -> None:
     """Replies with our identifier and future sequences but a wrong cookie, runts and noise."""
     injector = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
@@ -183,6 +186,7 @@ async def test_forged_truncated_and_random_packets_are_dropped_and_counted() -> 
     assert stats.replies == stats.sent
 
 
+@pytest.mark.matrix
 @pytest.mark.lab
 async def test_timeout_is_a_result_not_an_exception(quiet: str) -> None:
     async with icmpx.AsyncClient(timeout=0.3) as client:
@@ -218,6 +222,7 @@ async def test_cancelling_500_in_flight_pings(quiet: str) -> None:
         assert (await client.probe("127.0.0.1", timeout=0.05)).error == "timeout"
 
 
+@pytest.mark.matrix
 @pytest.mark.lab
 async def test_closing_with_500_in_flight_ends_every_call(quiet: str) -> None:
     outcomes: list[BaseException | None] = []
@@ -309,6 +314,7 @@ async def test_ping_sends_on_schedule_without_waiting_for_replies(quiet: str) ->
     assert 1.35 <= elapsed < 1.9
 
 
+@pytest.mark.matrix
 async def test_iter_ping_yields_in_sequence_order() -> None:
     async with icmpx.AsyncClient(timeout=1) as client:
         seen = [r async for r in client.iter_ping("127.0.0.1", count=4, interval=0.01)]

@@ -115,6 +115,7 @@ async def test_10000_targets_one_socket_input_order() -> None:
     assert elapsed < 10  # about 0.4 s here; a loose bound against a sweep that degrades to timeouts
 
 
+@pytest.mark.matrix
 async def test_1000_targets_10_echoes_every_echo_accounted_for() -> None:
     targets = loopback(1000, second=2)
     async with icmpx.AsyncClient(timeout=2) as client:
@@ -305,6 +306,7 @@ async def test_single_echo_rows_from_known_rtts(mode: str) -> None:
 # ------------------------------------------------------------------------------------------ inputs
 
 
+@pytest.mark.matrix
 async def test_ipv4_and_ipv6_in_one_call_one_socket_per_family() -> None:
     targets = [*loopback(300, second=3), "::1", "::1", "0:0:0:0:0:0:0:1"]
     before = icmp_socket_count()
@@ -418,6 +420,7 @@ async def test_iter_multiping_yields_every_target_exactly_once() -> None:
     assert all((r.sent, r.received) == (2, 2) for r in rows)
 
 
+@pytest.mark.matrix
 async def test_breaking_out_of_iter_multiping_stops_the_sweep() -> None:
     """Rows that need no echo (an unusable entry) come first; leaving the loop there sends nothing, and
     leaving it during a real sweep forgets that sweep's probes at once."""
@@ -562,6 +565,7 @@ async def test_closing_the_client_ends_a_paced_sweep(quiet: str) -> None:
     assert after_close < 1.0
 
 
+@pytest.mark.matrix
 async def test_closing_the_client_between_rounds_ends_the_sweep() -> None:
     client = icmpx.AsyncClient(timeout=2)
 

@@ -11,15 +11,18 @@ from ._exceptions import (
     ClientClosedError,
     IcmpxError,
     MalformedPacket,
+    MalformedPacketError,
     NameResolutionError,
     RawSocketPermissionError,
     SocketError,
 )
 from ._models import (
+    DEFAULT_SWEEP_RATE,
     EchoReply,
     EchoRequest,
     EchoResult,
     EngineStats,
+    ErrorKind,
     Hop,
     HopProbe,
     IPHeader,
@@ -31,7 +34,6 @@ from ._models import (
     Target,
     TracerouteResult,
 )
-from ._multiping import DEFAULT_RATE as DEFAULT_SWEEP_RATE
 from ._pmtu import PathMtu
 from ._sync import Client
 
@@ -46,11 +48,13 @@ __all__ = [
     "EchoRequest",
     "EchoResult",
     "EngineStats",
+    "ErrorKind",
     "Hop",
     "HopProbe",
     "IPHeader",
     "IcmpxError",
     "MalformedPacket",
+    "MalformedPacketError",
     "MplsLabel",
     "MtrHop",
     "MtrReport",
@@ -64,3 +68,11 @@ __all__ = [
     "TracerouteResult",
     "__version__",
 ]
+
+# Public classes say where users find them (``icmpx.EchoResult``, not ``icmpx._models.EchoResult``), in
+# reprs, tracebacks and docs, as httpx does; pickling finds them here too.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith("icmpx._"):
+        _obj.__module__ = __name__
+del _name, _obj

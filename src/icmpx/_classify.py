@@ -149,27 +149,23 @@ class Tally:
 
     def count(self, verdict: Verdict) -> None:
         """Count one packet's verdict (a late answer to a pending probe also times that probe out)."""
-        if verdict is Verdict.REPLY:
-            self.replies += 1
-        elif verdict is Verdict.ERROR:
-            self.errors += 1
-        elif verdict is Verdict.WEAK:
-            self.errors += 1
-            self.weak += 1
-        elif verdict is Verdict.FOREIGN:
-            self.foreign += 1
-        elif verdict is Verdict.FORGED:
-            self.forged += 1
-        elif verdict is Verdict.LATE:
-            self.late += 1
-        elif verdict is Verdict.DUPLICATE:
-            self.duplicates += 1
-        elif verdict is Verdict.MALFORMED:
-            self.malformed += 1
-        elif verdict is Verdict.BAD_CHECKSUM:
-            self.bad_checksum += 1
-        else:
-            self.refused += 1
+        for name in _COUNTED_IN[verdict]:
+            setattr(self, name, getattr(self, name) + 1)
+
+
+_COUNTED_IN: dict[Verdict, tuple[str, ...]] = {
+    Verdict.REPLY: ("replies",),
+    Verdict.ERROR: ("errors",),
+    Verdict.WEAK: ("errors", "weak"),
+    Verdict.FOREIGN: ("foreign",),
+    Verdict.FORGED: ("forged",),
+    Verdict.LATE: ("late",),
+    Verdict.DUPLICATE: ("duplicates",),
+    Verdict.MALFORMED: ("malformed",),
+    Verdict.BAD_CHECKSUM: ("bad_checksum",),
+    Verdict.REFUSED: ("refused",),
+}
+"""The `Tally` counters each verdict moves."""
 
 
 def read_controls(
@@ -483,13 +479,13 @@ class BatchDecoder:
         offset: int,
         now_ns: int,
         general: Callable[[int], None],
-        full_outcome: Callable[[Probe, int, float], None],
+        full_outcome: Callable[[Probe, int, float, int], None],
         tally: Tally,
     ) -> None:
         """Deliver the matched echo replies among the first ``n`` entries; hand every other entry, in order,
         to ``general(k)`` (which runs `Classifier.packet` on it). ``offset`` converts kernel receive times to
-        the monotonic clock, ``now_ns`` stands in where a packet has none. ``full_outcome(probe, k, rtt_ms)``
-        delivers a reply to a sink that wants more than its RTT (the entry's control data holds its TTL)."""
+        the monotonic clock, ``now_ns`` stands in where a packet has none. ``full_outcome(probe, k, rtt_ms,
+        length)`` delivers a reply to a sink that wants more than its RTT (from the entry's buffers)."""
         table = self.classifier.table
         pending_get = table.get
         raw_v4 = self.raw_v4
@@ -540,7 +536,7 @@ class BatchDecoder:
                     if deliver_rtt is not None:
                         deliver_rtt(probe, rtt_ms)
                     else:
-                        full_outcome(probe, k, rtt_ms)
+                        full_outcome(probe, k, rtt_ms, length)
                     continue
             # Everything else (errors, strangers, late, forged or stamped replies) takes the careful path,
             # which must find the table up to date.

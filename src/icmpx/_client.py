@@ -7,22 +7,32 @@ import socket
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 from anyio.abc import TaskGroup
 
 from ._engine import Engine
 from ._exceptions import ClientClosedError
-from ._models import EchoResult, EngineStats, MtrReport, PingStats, Target, TracerouteResult
-from ._mtr import mtr
-from ._multiping import DEFAULT_RATE, collect, stream
+from ._models import (
+    DEFAULT_SWEEP_RATE,
+    EchoResult,
+    EngineStats,
+    Hop,
+    MtrReport,
+    PingStats,
+    Target,
+    TracerouteResult,
+)
 from ._options import ProbeOptions, check_options, merge_options
-from ._ping import iter_series
-from ._pmtu import PathMtu, path_mtu
 from ._resolve import ReverseResolver, normalize_family, resolve
-from ._traceroute import traceroute
 from ._wire import MAX_PAYLOAD
+
+if TYPE_CHECKING:
+    from ._pmtu import PathMtu
+
+# The operations (_ping, _traceroute, _multiping, _mtr) are imported where they run: a command-line
+# call loads only the one it uses (start-up time, see bench/README.md).
 
 __all__ = ["AsyncClient"]
 
@@ -209,8 +219,11 @@ class AsyncClient:
             )
         return self._engine
 
-    async def socket_kind(self, family: int = 4) -> str:
+    async def open_socket(self, family: int = 4) -> str:
         """Open the family's ICMP socket now (it is otherwise opened on first use) and say which kind it is.
+
+        Calling it first makes a missing permission fail before anything is printed or sent. Which kinds
+        are open is also in `stats` (``stats.socket_kinds``), a snapshot that opens nothing.
 
         Args:
             family: 4 or 6 (or ``socket.AF_INET``/``AF_INET6``).
@@ -223,6 +236,9 @@ class AsyncClient:
         """
         v6 = normalize_family(family) == socket.AF_INET6
         return await self._require_engine().socket_kind(v6)
+
+    socket_kind = open_socket
+    """The name of `open_socket` before 0.2 (an alias)."""
 
     async def resolve(self, host: str, *, family: int | None = None) -> Target:
         """Resolve a host name or address literal, off the event loop, as the operations do.
@@ -403,6 +419,8 @@ class AsyncClient:
         options: dict[str, Any],
         asked: ProbeOptions | None,
     ) -> AsyncGenerator[EchoResult, None]:
+        from ._ping import iter_series
+
         engine = self._require_engine()
         target = await resolve(host, family)
         check_payload(size, target.v6)
@@ -459,30 +477,87 @@ class AsyncClient:
             ValueError: An argument is out of range.
             ClientClosedError: The client is (or was, during the call) closed.
         """
-        check_int(max_hops, "max_hops", 1, 255)
-        check_int(first_hop, "first_hop", 1, max_hops)
-        check_int(probes, "probes", 1, 100)
-        wait = self.timeout if timeout is None else check_timeout(timeout)
-        size = self.payload_size if payload_size is None else check_int(payload_size, "payload_size", 0)
+        options = self._trace_options(max_hops, first_hop, probes, timeout, resolve_dns, paris, payload_size)
         normalize_family(family)
         asked = self._probe_options(source, interface, tos, dont_fragment, mark)
         engine = self._require_engine()
         target = await resolve(host, family)
-        check_payload(size, target.v6)
+        check_payload(options["payload_size"], target.v6)
         send_options = await engine.send_options(asked, target.v6)
+        from ._traceroute import traceroute
+
+        return await traceroute(engine, target, options=send_options, **options)
+
+    def iter_traceroute(
+        self,
+        host: str,
+        *,
+        max_hops: int = 30,
+        first_hop: int = 1,
+        probes: int = 3,
+        timeout: float | None = None,
+        resolve_dns: bool | None = None,
+        paris: bool = True,
+        payload_size: int | None = None,
+        family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
+    ) -> AsyncGenerator[Hop, None]:
+        """Like `traceroute`, but yields each `Hop` as soon as it and every hop below it are complete.
+
+        The same trace, hop by hop as traceroute(8) prints it: a program can show the path as it is
+        found, and keep what it has when it stops early. Takes the same arguments as `traceroute`. Not a
+        coroutine: iterate over what it returns; arguments are checked when it is called.
+
+        Yields:
+            One `Hop` per TTL from ``first_hop`` to the destination (or ``max_hops``), lowest first.
+        """
+        options = self._trace_options(max_hops, first_hop, probes, timeout, resolve_dns, paris, payload_size)
+        normalize_family(family)
+        asked = self._probe_options(source, interface, tos, dont_fragment, mark)
+        return self._iter_traceroute(host, family, options, asked)
+
+    async def _iter_traceroute(
+        self, host: str, family: int | None, options: dict[str, Any], asked: ProbeOptions | None
+    ) -> AsyncGenerator[Hop, None]:
+        from ._traceroute import iter_hops
+
+        engine = self._require_engine()
+        target = await resolve(host, family)
+        check_payload(options["payload_size"], target.v6)
+        send_options = await engine.send_options(asked, target.v6)
+        async with aclosing(iter_hops(engine, target, options=send_options, **options)) as hops:
+            async for hop in hops:
+                yield hop
+
+    def _trace_options(
+        self,
+        max_hops: int,
+        first_hop: int,
+        probes: int,
+        timeout: float | None,
+        resolve_dns: bool | None,
+        paris: bool,
+        payload_size: int | None,
+    ) -> dict[str, Any]:
+        check_int(max_hops, "max_hops", 1, 255)
+        check_int(first_hop, "first_hop", 1, max_hops)
+        check_int(probes, "probes", 1, 100)
         dns = self.resolve_dns_default if resolve_dns is None else bool(resolve_dns)
-        return await traceroute(
-            engine,
-            target,
-            max_hops=max_hops,
-            first_hop=first_hop,
-            probes=probes,
-            timeout=wait,
-            payload_size=size,
-            paris=bool(paris),
-            resolver=self._reverse if dns else None,
-            options=send_options,
-        )
+        return {
+            "max_hops": max_hops,
+            "first_hop": first_hop,
+            "probes": probes,
+            "timeout": self.timeout if timeout is None else check_timeout(timeout),
+            "payload_size": (
+                self.payload_size if payload_size is None else check_int(payload_size, "payload_size", 0)
+            ),
+            "paris": bool(paris),
+            "resolver": self._reverse if dns else None,
+        }
 
     async def path_mtu(
         self,
@@ -526,6 +601,8 @@ class AsyncClient:
         asked = self._probe_options(source, interface, tos, None, mark)
         engine = self._require_engine()
         target = await resolve(host, family)
+        from ._pmtu import path_mtu
+
         return await path_mtu(engine, target, timeout=wait, max_hops=max_hops, ttl=self.ttl, asked=asked)
 
     def mtr(
@@ -599,6 +676,8 @@ class AsyncClient:
         dns: bool,
         asked: ProbeOptions | None = None,
     ) -> AsyncGenerator[MtrReport, None]:
+        from ._mtr import mtr
+
         engine = self._require_engine()
         target = await resolve(host, family)
         check_payload(size, target.v6)
@@ -625,7 +704,7 @@ class AsyncClient:
         count: int = 1,
         interval: float = 1.0,
         timeout: float | None = None,
-        rate: float | None = DEFAULT_RATE,
+        rate: float | None = DEFAULT_SWEEP_RATE,
         ttl: int | None = None,
         payload_size: int | None = None,
         family: int | None = None,
@@ -665,6 +744,8 @@ class AsyncClient:
         hosts = self._hosts(targets)
         engine, options = self._sweep_options(count, interval, timeout, rate, ttl, payload_size, family)
         asked = self._probe_options(source, interface, tos, dont_fragment, mark)
+        from ._multiping import collect
+
         return await collect(engine, hosts, options=asked, **options)
 
     def iter_multiping(
@@ -674,7 +755,7 @@ class AsyncClient:
         count: int = 1,
         interval: float = 1.0,
         timeout: float | None = None,
-        rate: float | None = DEFAULT_RATE,
+        rate: float | None = DEFAULT_SWEEP_RATE,
         ttl: int | None = None,
         payload_size: int | None = None,
         family: int | None = None,
@@ -701,6 +782,8 @@ class AsyncClient:
         hosts = self._hosts(targets)
         engine, options = self._sweep_options(count, interval, timeout, rate, ttl, payload_size, family)
         asked = self._probe_options(source, interface, tos, dont_fragment, mark)
+        from ._multiping import stream
+
         return stream(engine, hosts, options=asked, **options)
 
     def _sweep_options(

@@ -63,6 +63,7 @@ __all__ = ["Engine"]
 
 _READ_BATCH = 2048
 _SEND_YIELD_EVERY = 256
+_NOTICE_RETRIES = 8  # sends retried after reading the error queue, when the send reported a queued error
 _NO_CMSGS: list[tuple[int, int, bytes]] = []
 _SIGNATURE_END = 8 + SIGNATURE_SIZE
 # errno values a send or receive reports for an ICMP error already queued: notices, not failures.
@@ -213,7 +214,8 @@ class Engine:
         """
         if self._closed:
             raise ClientClosedError("the client is closed")
-        await self.open(target.v6)
+        if target.v6 not in self._families:
+            await self.open(target.v6)
         if options is not None and options.extra is not None:
             await self.open_extra(target.v6, options.extra)
         # Every await comes before the probe exists: a caller cancelled here leaves nothing behind.
@@ -272,10 +274,10 @@ class Engine:
             target.addr, slot.ident, seq, ttl, payload_size, packet[8:_SIGNATURE_END], sink, tag, channel
         )
         probe.packed = _packed(target)
-        probe.csum = sent_sum(packet, v6=fam.v6)
+        probe.csum = sent_sum(packet, v6=True) if fam.v6 else (packet[2] << 8) | packet[3]
         if options is not None:
             probe.options = options.asked
-        retried = False
+        notices = 0
         while True:
             probe.sent_ns = time.monotonic_ns()
             try:
@@ -289,10 +291,12 @@ class Engine:
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:
                     return None
-                if exc.errno in _NOTICE_ERRNOS and not retried:
+                if exc.errno in _NOTICE_ERRNOS and notices < _NOTICE_RETRIES:
                     # Most likely an ICMP error queued for an earlier probe, reported on this send
-                    # (Linux >= 6.1). Read it, then try once more.
-                    retried = True
+                    # (Linux >= 6.1): read the queue, try again. Errors keep arriving while we do (a flood,
+                    # forged or not, must not fail our sends), so a few times; a local failure (no route)
+                    # persists past them.
+                    notices += 1
                     self.tally.notices += 1
                     channel.reader.drain_errors(_clock_offset())
                     continue
@@ -380,6 +384,9 @@ class Engine:
             if options is not None:
                 # Options are for one family: the leading run of targets of that family.
                 count = next((i for i, t in enumerate(targets[:count]) if t.v6 is not fam.v6), count)
+            else:
+                for v6 in {target.v6 for target in targets[:count]}:
+                    await self.open(v6)  # the run may hold both families
             done = self.send_many(targets[:count], tags[:count], ttl, payload_size, timeout_ns, sink, options)
             if done:
                 await anyio.lowlevel.checkpoint()  # let the reader drain replies between batches
@@ -398,6 +405,7 @@ class Engine:
                 drain=lambda: channel.reader.drain(_clock_offset(), _READ_BATCH),
                 is_closed=lambda: self._closed,
                 notice_errnos=_NOTICE_ERRNOS,
+                notice_retries=_NOTICE_RETRIES,
                 errno_names=_SEND_ERRNO_NAMES,
             )
         finally:

@@ -7,7 +7,9 @@ One root, so ``except icmpx.IcmpxError`` catches everything the library raises o
     ├── SocketError                another system failure of the ICMP socket (``OSError`` too)
     ├── NameResolutionError        a host name did not resolve (``socket.gaierror`` stays the cause)
     ├── ClientClosedError          the client was closed, before or during the call
-    └── MalformedPacket            bytes that are not a well-formed ICMP packet (``ValueError`` too)
+    └── MalformedPacketError       bytes that are not a well-formed ICMP packet (``ValueError`` too)
+
+``MalformedPacket`` is the old name of ``MalformedPacketError``, kept as an alias.
 
 Bad arguments raise plain ``ValueError`` (or ``TypeError``) before anything is sent. Timeouts and ICMP
 errors are never exceptions: they are data on the result (``EchoResult.error``).
@@ -19,6 +21,7 @@ __all__ = [
     "ClientClosedError",
     "IcmpxError",
     "MalformedPacket",
+    "MalformedPacketError",
     "NameResolutionError",
     "RawSocketPermissionError",
     "SocketError",
@@ -68,5 +71,9 @@ class ClientClosedError(IcmpxError):
     """The client is closed: it was used after ``aclose()``, or closed while the call was waiting."""
 
 
-class MalformedPacket(IcmpxError, ValueError):
+class MalformedPacketError(IcmpxError, ValueError):
     """The bytes are not a well-formed ICMP packet (too short, wrong type for the request, bad fields)."""
+
+
+MalformedPacket = MalformedPacketError
+"""The name of `MalformedPacketError` before 0.2 (an alias: the same class)."""

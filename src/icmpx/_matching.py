@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 SEQ_SPACE = 1 << 16
+_DRAW = 4096  # random numbers read from the entropy at a time
 _CROWDED = SEQ_SPACE * 3 // 4  # past this many in flight, draw from a list of the free sequences
 
 
@@ -174,29 +175,30 @@ class RandomPool:
         self._u32: list[int] = []
 
     def u16(self, count: int) -> list[int]:
-        """``count`` random 16-bit numbers."""
-        pool = self._u16
-        if len(pool) < count:
-            pool.extend(array("H", self._entropy(2 * max(count, 4096))))
-        taken = pool[-count:]
-        del pool[-count:]
-        return taken
+        """``count`` random 16-bit numbers (sequences)."""
+        return self._take(self._u16, "H", count)
 
     def u32(self, count: int) -> list[int]:
         """``count`` random 32-bit numbers (probe tokens)."""
-        pool = self._u32
-        if len(pool) < count:
-            pool.extend(array("I", self._entropy(4 * max(count, 4096))))
-        taken = pool[-count:]
-        del pool[-count:]
-        return taken
+        return self._take(self._u32, "I", count)
+
+    def u16_one(self) -> int:
+        """One random 16-bit number."""
+        pool = self._u16
+        return pool.pop() if pool else self._take(pool, "H", 1)[0]
 
     def token(self) -> int:
         """One random 32-bit number."""
         pool = self._u32
-        if not pool:
-            pool.extend(array("I", self._entropy(4 * 4096)))
-        return pool.pop()
+        return pool.pop() if pool else self._take(pool, "I", 1)[0]
+
+    def _take(self, pool: list[int], typecode: str, count: int) -> list[int]:
+        if len(pool) < count:
+            size = array(typecode).itemsize
+            pool.extend(array(typecode, self._entropy(size * max(count, _DRAW))))
+        taken = pool[-count:]
+        del pool[-count:]
+        return taken
 
 
 class PendingTable:
@@ -256,8 +258,16 @@ class PendingTable:
 
     def allocate(self) -> tuple[IdentSlot, int]:
         """A free (identifier, random sequence); a new identifier only when every one we have is full."""
-        slot, seqs = self.allocate_run(1)
-        return slot, seqs[0]
+        slot = self._slots[self._current] if self._slots else None
+        if slot is None or slot.in_flight >= _CROWDED:
+            slot, seqs = self.allocate_run(1)
+            return slot, seqs[0]
+        # The common case of `allocate_run(1)`, without its lists (ping and traceroute send this way).
+        probes, base = self._probes, slot.ident << 16
+        seq = self.random.u16_one()
+        while (base | seq) in probes:
+            seq = (seq + 1) & 0xFFFF
+        return slot, seq
 
     def allocate_run(self, count: int) -> tuple[IdentSlot, list[int]]:
         """Up to ``count`` distinct free random sequences of one identifier (at least one; fewer when it fills

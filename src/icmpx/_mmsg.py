@@ -266,6 +266,11 @@ class MessageBatch:
         data = bytes(self.data[k * self.bufsize : k * self.bufsize + min(length, self.bufsize)])
         return data, self._ancillary(k, controllen), flags, self.address(k)
 
+    def ancillary(self, k: int) -> list[tuple[int, int, bytes]]:
+        """Entry ``k``'s control messages as ``socket.recvmsg`` gives them."""
+        controllen, _flags, _length = _TAIL.unpack_from(self._view, k * _HDR_SIZE)
+        return self._ancillary(k, controllen)
+
     def address(self, k: int) -> tuple[Any, ...] | None:
         """Entry ``k``'s address as ``socket.recvmsg`` gives it, or None."""
         at = k * NAME_SIZE

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
+from enum import StrEnum
 from typing import Any, NamedTuple
 
 from ._stats import RttAccumulator, loss_pct
 
 __all__ = [
+    "DEFAULT_SWEEP_RATE",
     "EchoReply",
     "EchoRequest",
     "EchoResult",
     "EngineStats",
+    "ErrorKind",
     "Hop",
     "HopProbe",
     "IPHeader",
@@ -24,6 +27,77 @@ __all__ = [
     "Target",
     "TracerouteResult",
 ]
+
+
+DEFAULT_SWEEP_RATE = 1000.0
+"""Default pace of a sweep (``multiping``) in packets per second: gentle on real networks and their ICMP
+rate limits, still 60,000 targets a minute. Pass ``rate=None`` (or 0) for an unpaced sweep."""
+
+
+class ErrorKind(StrEnum):
+    """Why a probe got no echo reply: the value of `EchoResult.error` and `HopProbe.error`.
+
+    A ``str`` subclass, so ``result.error == "timeout"`` keeps working, while ``ErrorKind.TIMEOUT`` lets a
+    type checker and an IDE catch a misspelt name. ICMP messages without a name of their own (an unassigned
+    code, say) still compare equal to their kebab-case text (``"unreachable-code-9"``); the raw type and
+    code stay on ``reply.received_packet``.
+    """
+
+    TIMEOUT = "timeout"
+    """Nothing came back within the timeout."""
+    SEND_FAILED = "send-failed"
+    """The kernel refused to send the probe for a reason without an ICMP name."""
+    TIME_EXCEEDED = "time-exceeded"
+    """A router dropped the probe when its TTL / hop limit ran out (what traceroute looks for)."""
+    REASSEMBLY_TIME_EXCEEDED = "reassembly-time-exceeded"
+    NET_UNREACHABLE = "net-unreachable"
+    HOST_UNREACHABLE = "host-unreachable"
+    PROTOCOL_UNREACHABLE = "protocol-unreachable"
+    PORT_UNREACHABLE = "port-unreachable"
+    FRAGMENTATION_NEEDED = "fragmentation-needed"
+    SOURCE_ROUTE_FAILED = "source-route-failed"
+    NET_UNKNOWN = "net-unknown"
+    HOST_UNKNOWN = "host-unknown"
+    SOURCE_HOST_ISOLATED = "source-host-isolated"
+    NET_PROHIBITED = "net-prohibited"
+    HOST_PROHIBITED = "host-prohibited"
+    NET_UNREACHABLE_FOR_TOS = "net-unreachable-for-tos"
+    HOST_UNREACHABLE_FOR_TOS = "host-unreachable-for-tos"
+    ADMIN_PROHIBITED = "admin-prohibited"
+    """A firewall refused the probe (ICMPv4 code 13, ICMPv6 code 1)."""
+    HOST_PRECEDENCE_VIOLATION = "host-precedence-violation"
+    PRECEDENCE_CUTOFF = "precedence-cutoff"
+    BEYOND_SCOPE = "beyond-scope"
+    SOURCE_POLICY_FAILED = "source-policy-failed"
+    REJECT_ROUTE = "reject-route"
+    SOURCE_ROUTE_ERROR = "source-route-error"
+    HEADERS_TOO_LONG = "headers-too-long"
+    PACKET_TOO_BIG = "packet-too-big"
+    PARAMETER_PROBLEM = "parameter-problem"
+    SOURCE_QUENCH = "source-quench"
+    REDIRECT = "redirect"
+
+    @classmethod
+    def _missing_(cls, value: object) -> ErrorKind | None:
+        # A message without a member of its own ("unreachable-code-9", "icmp-type-42-code-0"): a value
+        # of this type all the same, equal to its text, so every `error` is an ErrorKind.
+        if not isinstance(value, str) or not value:
+            return None
+        kind = str.__new__(cls, value)
+        kind._name_ = value.upper().replace("-", "_")
+        kind._value_ = value
+        return kind
+
+
+def error_kind(name: str | None) -> ErrorKind | None:
+    """The `ErrorKind` for an error name (``None`` stays ``None``)."""
+    if name is None:
+        return None
+    kind = _KINDS.get(name)
+    return kind if kind is not None else ErrorKind(name)
+
+
+_KINDS: dict[str, ErrorKind] = {kind.value: kind for kind in ErrorKind}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,11 +167,13 @@ class EchoRequest:
     ident: int
     """Echo identifier on the wire; on a ping socket the kernel chose it (the socket's port)."""
     seq: int
-    """Echo sequence number on the wire (not the position in a series; the CLI prints that instead)."""
+    """Echo sequence number on the wire (not the position in a series: that is ``position``)."""
     ttl: int
     """TTL (IPv4) or hop limit (IPv6) the request was sent with."""
     payload_size: int
     """Bytes of payload after the 8-byte ICMP header."""
+    position: int = 1
+    """1-based position of this echo in its series (``ping``'s icmp_seq as people read it: 1, 2, 3…)."""
     source: str | None = None
     """The source address asked for (``source=``), ``None`` when the kernel chose it."""
     interface: str | None = None
@@ -128,26 +204,33 @@ class EchoReply:
 class EchoResult:
     """The outcome of one probe.
 
-    ``error`` is ``None`` for an echo reply, ``"timeout"`` when nothing came back, otherwise the ICMP
-    error's stable kebab-case name (``"time-exceeded"``, ``"host-unreachable"``, …); the raw type and code
-    stay on ``reply.received_packet``. When the kernel refused the send itself (no route, for instance),
-    ``error`` names the failure and ``reply`` is ``None``.
+    ``error`` is ``None`` for an echo reply, `ErrorKind.TIMEOUT` (``"timeout"``) when nothing came back,
+    otherwise the ICMP error's `ErrorKind` (``"time-exceeded"``, ``"host-unreachable"``, …); the raw type
+    and code stay on ``reply.received_packet``. When the kernel refused the send itself (no route, for
+    instance), ``error`` names the failure and ``reply`` is ``None``.
+
+    Test success with ``ok``: an ICMP error (a router's admin-prohibited, say) also has a ``reply``.
     """
 
     request: EchoRequest
     """The echo request that was sent."""
     reply: EchoReply | None
     """What answered (echo reply or ICMP error), ``None`` when nothing did."""
-    error: str | None
-    """``None``, ``"timeout"`` or the ICMP error's kebab-case name."""
+    error: ErrorKind | None
+    """``None`` for an echo reply, else why not: ``"timeout"`` or the ICMP error's `ErrorKind`."""
     weak: bool = False
     """True for an ICMP error matched on a short quote (identifier, sequence and checksum: the router
     quoted too little of the probe for its whole signature). See `AsyncClient`'s ``accept_weak``."""
 
     @property
     def ok(self) -> bool:
-        """True when an echo reply came back."""
+        """True when an echo reply came back (not an ICMP error, not a timeout)."""
         return self.error is None
+
+    @property
+    def position(self) -> int:
+        """1-based position of this echo in its series (``request.seq`` is the wire sequence)."""
+        return self.request.position
 
     @property
     def rtt(self) -> float | None:
@@ -168,7 +251,7 @@ class HopProbe:
     """Round-trip time in milliseconds, ``float("inf")`` on timeout."""
     addr: str | None
     """Who answered (a router, or the destination), ``None`` on timeout."""
-    error: str | None
+    error: ErrorKind | None
     """``"time-exceeded"`` from a router, ``None`` for the destination's echo reply, ``"timeout"``, or
     another ICMP error name (``"host-unreachable"``, ...)."""
     mpls: tuple[MplsLabel, ...] = ()
@@ -194,17 +277,17 @@ class Hop:
     """The TTL (hop limit) of this hop's probes: 1 for the first router."""
     addr: str | None
     """The most frequent responder, ``None`` for a silent hop."""
-    addrs: list[str] = field(default_factory=list)
+    addrs: tuple[str, ...] = ()
     """Every responder, in order of first answer (several on load-balanced paths)."""
     hostname: str | None = None
     """Reverse DNS name of ``addr`` when asked for (``resolve_dns``) and found."""
-    probes: list[HopProbe] = field(default_factory=list)
+    probes: tuple[HopProbe, ...] = ()
     """One entry per probe sent at this TTL, in sending order."""
 
     @property
-    def rtts(self) -> list[float]:
+    def rtts(self) -> tuple[float, ...]:
         """RTT of each probe, ``inf`` for the ones that timed out."""
-        return [p.rtt for p in self.probes]
+        return tuple(p.rtt for p in self.probes)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -220,7 +303,7 @@ class TracerouteResult:
     """The address that was traced."""
     reached: bool
     """True when the destination itself answered with an echo reply."""
-    hops: list[Hop] = field(default_factory=list)
+    hops: tuple[Hop, ...] = ()
     """One `Hop` per TTL, lowest first."""
 
 
@@ -378,7 +461,7 @@ class MtrHop:
     """The TTL (hop limit) of this hop's probes: 1 for the first router."""
     addr: str | None
     """The most frequent responder so far, ``None`` while the hop is silent."""
-    addrs: list[str]
+    addrs: tuple[str, ...]
     """Every responder so far, most frequent first (several on load-balanced paths)."""
     hostname: str | None
     """Reverse DNS name of ``addr`` when asked for (``resolve_dns``) and found."""
@@ -388,18 +471,49 @@ class MtrHop:
     """Probes answered."""
     loss_pct: float
     """Lost probes in percent, 0–100: mtr's Loss%."""
-    last: float | None
+    last_rtt: float | None
     """RTT of the latest answered probe: mtr's Last."""
-    avg: float | None
-    """Mean RTT: mtr's Avg."""
-    best: float | None
+    min_rtt: float | None
     """Lowest RTT: mtr's Best."""
-    worst: float | None
+    avg_rtt: float | None
+    """Mean RTT: mtr's Avg."""
+    max_rtt: float | None
     """Highest RTT: mtr's Wrst."""
-    stdev: float | None
+    stdev_rtt: float | None
     """Sample standard deviation of the RTTs: mtr's StDev."""
-    javg: float | None
+    jitter: float | None
     """Mean absolute difference of consecutive RTTs: mtr's Javg, the same measure as `PingStats.jitter`."""
+
+    # mtr's column names, the field names before 0.2: aliases of the fields above.
+    @property
+    def last(self) -> float | None:
+        """Alias of ``last_rtt`` (mtr's Last)."""
+        return self.last_rtt
+
+    @property
+    def best(self) -> float | None:
+        """Alias of ``min_rtt`` (mtr's Best)."""
+        return self.min_rtt
+
+    @property
+    def avg(self) -> float | None:
+        """Alias of ``avg_rtt`` (mtr's Avg)."""
+        return self.avg_rtt
+
+    @property
+    def worst(self) -> float | None:
+        """Alias of ``max_rtt`` (mtr's Wrst)."""
+        return self.max_rtt
+
+    @property
+    def stdev(self) -> float | None:
+        """Alias of ``stdev_rtt`` (mtr's StDev)."""
+        return self.stdev_rtt
+
+    @property
+    def javg(self) -> float | None:
+        """Alias of ``jitter`` (mtr's Javg)."""
+        return self.jitter
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -416,7 +530,7 @@ class MtrReport:
     """The address that is traced."""
     cycle: int
     """Cycles completed so far: 1 in the first report."""
-    hops: list[MtrHop]
+    hops: tuple[MtrHop, ...]
     """One `MtrHop` per TTL, lowest first."""
 
 

@@ -91,20 +91,20 @@ class _Session:
                 MtrHop(
                     ttl=ttl,
                     addr=addr,
-                    addrs=ordered,
+                    addrs=tuple(ordered),
                     hostname=self.names.get(addr) if addr is not None else None,
                     sent=hop.sent,
                     received=hop.received,
                     loss_pct=loss_pct(hop.sent, hop.received),
-                    last=acc.last,
-                    avg=acc.mean,
-                    best=acc.best,
-                    worst=acc.worst,
-                    stdev=acc.stdev,
-                    javg=acc.jitter,
+                    last_rtt=acc.last,
+                    min_rtt=acc.best,
+                    avg_rtt=acc.mean,
+                    max_rtt=acc.worst,
+                    stdev_rtt=acc.stdev,
+                    jitter=acc.jitter,
                 )
             )
-        return MtrReport(target=self.target.host, addr=self.target.addr, cycle=self.cycles, hops=rows)
+        return MtrReport(target=self.target.host, addr=self.target.addr, cycle=self.cycles, hops=tuple(rows))
 
 
 async def mtr(

@@ -21,7 +21,7 @@ import anyio.lowlevel
 from ._engine import Engine
 from ._exceptions import NameResolutionError
 from ._matching import Outcome, Probe
-from ._models import PingStats, PingStatsRow, Target
+from ._models import DEFAULT_SWEEP_RATE, PingStats, PingStatsRow, Target
 from ._options import ProbeOptions, SendOptions
 from ._pacing import Pacer
 from ._resolve import normalize_family, resolve, resolve_literal
@@ -30,7 +30,7 @@ from ._wire import MAX_PAYLOAD
 
 __all__ = ["DEFAULT_RATE", "collect", "stream"]
 
-DEFAULT_RATE = 1000.0
+DEFAULT_RATE = DEFAULT_SWEEP_RATE
 """Default pace of a sweep in packets per second: gentle on real networks and their ICMP rate limits,
 still 60,000 targets a minute. Pass ``rate=None`` (or 0) for an unpaced sweep on networks you own."""
 

@@ -10,15 +10,15 @@ import anyio
 
 from ._engine import Engine
 from ._matching import Outcome, Probe
-from ._models import EchoReply, EchoRequest, EchoResult, IPHeader, ReceivedPacket, Target
+from ._models import EchoReply, EchoRequest, EchoResult, IPHeader, ReceivedPacket, Target, error_kind
 from ._options import SendOptions
 from ._wire import format_ipv4
 
 __all__ = ["SeriesSink", "echo_result", "iter_series"]
 
 
-def echo_result(probe: Probe, outcome: Outcome) -> EchoResult:
-    """The public result for one probe's outcome."""
+def echo_result(probe: Probe, outcome: Outcome, position: int = 1) -> EchoResult:
+    """The public result for one probe's outcome; ``position`` is its 1-based place in the series."""
     asked = probe.options
     used: dict[str, Any] = {}
     if asked is not None:
@@ -35,10 +35,12 @@ def echo_result(probe: Probe, outcome: Outcome) -> EchoResult:
         seq=probe.seq,
         ttl=probe.ttl,
         payload_size=probe.payload_size,
+        position=position,
         **used,
     )
+    error = error_kind(outcome.error)
     if outcome.src is None or outcome.rtt_ms is None:
-        return EchoResult(request=request, reply=None, error=outcome.error)
+        return EchoResult(request=request, reply=None, error=error)
     packet = ReceivedPacket(
         ip_header=IPHeader(
             src_addr=outcome.src,
@@ -55,7 +57,7 @@ def echo_result(probe: Probe, outcome: Outcome) -> EchoResult:
     return EchoResult(
         request=request,
         reply=EchoReply(rtt=outcome.rtt_ms, received_packet=packet),
-        error=outcome.error,
+        error=error,
         weak=outcome.weak,
     )
 
@@ -70,7 +72,7 @@ class SeriesSink:
         self._changed = anyio.Event()
 
     def deliver(self, probe: Probe, outcome: Outcome) -> None:
-        self.results[probe.tag] = echo_result(probe, outcome)
+        self.results[probe.tag] = echo_result(probe, outcome, probe.tag + 1)
         self._changed.set()
 
     def abort(self, exc: BaseException) -> None:

@@ -44,6 +44,7 @@ _ERROR_BATCH = 256  # error-queue entries per recvmmsg call
 _ERROR_CONTROL = 256
 _BUFFER_BYTES = 4 * 1024 * 1024
 _TIMESPEC = struct.Struct("@ll")
+_new_outcome = tuple.__new__  # skips the NamedTuple's Python-level __new__ on a hot path
 _EXTENDED_ORIGIN = struct.Struct("=4xB")
 # What SO_TIMESTAMPING / SO_TIMESTAMPNS put first on a received packet: the cmsg header of the receive time.
 _STAMPING_CMSG = _mmsg.CMSG_HEADER.pack(
@@ -267,17 +268,18 @@ class BatchReader(_Base):
                 break
         return count
 
-    def _full_outcome(self, probe: Probe, k: int, rtt_ms: float) -> None:
-        """Deliver a matched echo reply (already out of the table) with everything in its `Outcome`."""
-        assert self._messages is not None
-        data, ancdata, _flags, addr = self._messages.message(k)
-        src = addr[0] if addr else probe.addr
-        if self.channel.classifier.has_ip_header:
-            at = (data[0] & 0x0F) * 4
-            outcome = Outcome(rtt_ms, None, src, data[16:20], data[8], data[at], data[at + 1], len(data) - at)
+    def _full_outcome(self, probe: Probe, k: int, rtt_ms: float, length: int) -> None:
+        """Deliver a matched echo reply (already out of the table) with everything in its `Outcome`, read
+        from slot ``k`` where it lies (its source is the probe's destination: the fast path checked)."""
+        messages = self._messages
+        assert messages is not None
+        data, at = messages.data, k * messages.bufsize
+        if self.channel.classifier.has_ip_header:  # IPv4 header of 20 bytes (the fast path checked)
+            fields = (rtt_ms, None, probe.addr, bytes(data[at + 16 : at + 20]), data[at + 8], data[at + 20])
+            outcome = _new_outcome(Outcome, (*fields, data[at + 21], length - 20, (), False))
         else:
-            _rx, ttl, _extended = _read_controls(ancdata, 0)
-            outcome = Outcome(rtt_ms, None, src, None, ttl, data[0], data[1], len(data))
+            _rx, ttl, _extended = _read_controls(messages.ancillary(k), 0)
+            outcome = Outcome(rtt_ms, None, probe.addr, None, ttl, data[at], data[at + 1], length)
         probe.sink.deliver(probe, outcome)
 
     def _drain_error_queue(self, offset: int) -> None:

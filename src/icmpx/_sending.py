@@ -243,6 +243,7 @@ class BatchSender:
         drain: Callable[[], object],
         is_closed: Callable[[], bool],
         notice_errnos: frozenset[int],
+        notice_retries: int,
         errno_names: dict[int, str],
     ) -> int:
         """Hand a prepared batch to the kernel from the worker thread; deal with what it refuses."""
@@ -250,7 +251,7 @@ class BatchSender:
         fd = channel.sock.fileno()
         count = len(probes)
         start = 0
-        retried = -1
+        retried_at, retries = -1, 0
         missing = self.missing_stamps
         tally = self._tally
         self._busy[fd] = self._busy.get(fd, 0) + 1
@@ -276,10 +277,11 @@ class BatchSender:
                     for unsent in probes:
                         forget(unsent)
                     return 0
-                if err in notice_errnos and retried != start:
-                    # Most likely an ICMP error queued for an earlier probe, reported on this send: read it,
-                    # then try once more.
-                    retried = start
+                if err in notice_errnos and (retried_at != start or retries < notice_retries):
+                    # Most likely an ICMP error queued for an earlier probe, reported on this send: read the
+                    # queue, then try again (a few times: errors may keep coming).
+                    retries = retries + 1 if retried_at == start else 1
+                    retried_at = start
                     tally.notices += 1
                     drain_errors()
                     continue

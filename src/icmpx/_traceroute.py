@@ -14,17 +14,25 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 import anyio
 
 from ._engine import Engine
 from ._matching import Outcome, Probe
-from ._models import Hop, HopProbe, Target, TracerouteResult
+from ._models import ErrorKind, Hop, HopProbe, Target, TracerouteResult, error_kind
 from ._options import SendOptions
 from ._resolve import ReverseResolver
 
-__all__ = ["Signal", "TraceRound", "build_hops", "paris_checksum", "run_round", "traceroute"]
+__all__ = [
+    "Signal",
+    "TraceRound",
+    "build_hops",
+    "iter_hops",
+    "paris_checksum",
+    "run_round",
+    "traceroute",
+]
 
 # Errors that end a trace at their TTL (traceroute's !H, !N, !P, !X ...): the path goes no further.
 _CONTINUE = frozenset({None, "timeout", "time-exceeded"})
@@ -100,6 +108,10 @@ class TraceRound:
         """Every probe sent at or below the end of the path has answered or timed out."""
         return all(self._undone[ttl] == 0 for ttl in self.ttls if ttl <= self.last_ttl)
 
+    def complete(self, ttl: int) -> bool:
+        """Every probe sent at ``ttl`` has answered or timed out."""
+        return self._undone[ttl] == 0
+
     def check(self) -> None:
         if self.failure is not None:
             raise type(self.failure)(*self.failure.args)
@@ -163,9 +175,14 @@ async def run_round(
 
 def _hop_probe(outcome: Outcome | None) -> HopProbe:
     if outcome is None or outcome.rtt_ms is None or outcome.src is None:
-        return HopProbe(rtt=float("inf"), addr=None, error=outcome.error if outcome else "timeout")
+        error = error_kind(outcome.error) if outcome else ErrorKind.TIMEOUT
+        return HopProbe(rtt=float("inf"), addr=None, error=error)
     return HopProbe(
-        rtt=outcome.rtt_ms, addr=outcome.src, error=outcome.error, mpls=outcome.mpls, weak=outcome.weak
+        rtt=outcome.rtt_ms,
+        addr=outcome.src,
+        error=error_kind(outcome.error),
+        mpls=outcome.mpls,
+        weak=outcome.weak,
     )
 
 
@@ -178,24 +195,21 @@ def most_frequent(addrs: Sequence[str]) -> str | None:
     return next(a for a in addrs if counts[a] == best)
 
 
+def build_hop(trace: TraceRound, ttl: int, names: dict[str, str | None]) -> Hop:
+    probes = tuple(_hop_probe(o) for o in trace.outcomes[ttl])
+    seen = [p.addr for p in probes if p.addr is not None]
+    addr = most_frequent(seen)
+    return Hop(
+        ttl=ttl,
+        addr=addr,
+        addrs=tuple(dict.fromkeys(seen)),
+        hostname=names.get(addr) if addr is not None else None,
+        probes=probes,
+    )
+
+
 def build_hops(trace: TraceRound, names: dict[str, str | None]) -> list[Hop]:
-    hops = []
-    for ttl in trace.ttls:
-        if ttl > trace.last_ttl:
-            break
-        probes = [_hop_probe(o) for o in trace.outcomes[ttl]]
-        seen = [p.addr for p in probes if p.addr is not None]
-        addr = most_frequent(seen)
-        hops.append(
-            Hop(
-                ttl=ttl,
-                addr=addr,
-                addrs=list(dict.fromkeys(seen)),
-                hostname=names.get(addr) if addr is not None else None,
-                probes=probes,
-            )
-        )
-    return hops
+    return [build_hop(trace, ttl, names) for ttl in trace.ttls if ttl <= trace.last_ttl]
 
 
 async def reverse_names(resolver: ReverseResolver, addrs: set[str]) -> dict[str, str | None]:
@@ -245,5 +259,47 @@ async def traceroute(
         }
         names = await reverse_names(resolver, responders)
     return TracerouteResult(
-        target=target.host, addr=target.addr, reached=trace.reached, hops=build_hops(trace, names)
+        target=target.host, addr=target.addr, reached=trace.reached, hops=tuple(build_hops(trace, names))
     )
+
+
+async def iter_hops(
+    engine: Engine,
+    target: Target,
+    *,
+    max_hops: int,
+    first_hop: int,
+    probes: int,
+    timeout: float,
+    payload_size: int,
+    paris: bool,
+    resolver: ReverseResolver | None,
+    options: SendOptions | None = None,
+) -> AsyncGenerator[Hop, None]:
+    """The hops of one trace, each as soon as it and every hop below it are complete (as traceroute(8)
+    prints them), up to the destination (or ``max_hops``). Leaving early discards the probes in flight."""
+    trace = TraceRound(target, range(first_hop, max_hops + 1), probes)
+    try:
+        await trace.send(
+            engine,
+            timeout=timeout,
+            payload_size=payload_size,
+            checksum=paris_checksum() if paris else None,
+            options=options,
+        )
+        ttl = first_hop
+        while ttl <= trace.last_ttl:
+            # A complete hop stays complete, and the end of the path can only move down to a TTL whose
+            # probes are still pending: every hop yielded belongs to the final trace.
+            while ttl <= trace.last_ttl and trace.complete(ttl):
+                names: dict[str, str | None] = {}
+                if resolver is not None:
+                    responders = {o.src for o in trace.outcomes[ttl] if o is not None and o.src is not None}
+                    names = await reverse_names(resolver, responders)
+                yield build_hop(trace, ttl, names)
+                ttl += 1
+            if ttl <= trace.last_ttl:
+                await trace.signal.wait()
+                trace.check()
+    finally:
+        engine.discard(trace.sent)

@@ -1,14 +1,23 @@
 """The ``icmpx`` command line: a front end over the public API only.
 
 Exit status: 0 every target answered; 1 some target did not answer; 2 a name did not resolve (wins over 1);
-3 bad arguments; 4 no permission for ICMP sockets, or another system error.
+3 bad arguments; 4 no permission for ICMP sockets, or another system error. Ctrl-C ends a command with what
+it has collected, printed as usual (text or JSON), and the status it would have had had it ended there; a
+closed stdout (``| head``) ends it quietly with status 0.
+
+Each command is one ``_add_*`` function listed in `COMMANDS`: it adds its subparser and sets ``run``.
+Whatever a command alone needs (rich, json, an operation) is imported where it is used: start-up time
+(bench/README.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import math
+import os
+import re
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
@@ -23,6 +32,11 @@ EXIT_UNRESOLVED = 2
 EXIT_USAGE = 3
 EXIT_SYSTEM = 4
 
+# Payload limits per family: the largest datagram less the IP header (IPv4 only) and the ICMP header.
+MAX_PAYLOAD_V4 = 65535 - 20 - 8
+MAX_PAYLOAD_V6 = 65535 - 8
+NAME_WIDTH = 40  # multiping pads names to the longest, up to this: a long name does not widen every row
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but bad arguments exit with status 3 as documented (argparse's own is 2)."""
@@ -33,26 +47,33 @@ class _Parser(argparse.ArgumentParser):
 
 
 class UsageError(Exception):
-    """Bad arguments found after parsing (exit status 3)."""
+    """Bad arguments found after parsing (exit status 3, with the command's usage)."""
 
 
-def _positive_float(text: str) -> float:
+# ------------------------------------------------------------------------------------- argument types
+
+
+def _number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: out of range: 0 < value")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or positive: {text!r}")
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: out of range: 0 <= value")
     return value
 
 
@@ -61,13 +82,51 @@ def _int_range(low: int, high: int | None = None) -> Callable[[str], int]:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+            raise argparse.ArgumentTypeError(f"invalid integer: {text!r}") from None
         if value < low or (high is not None and value > high):
-            bounds = f"{low}..{high}" if high is not None else f">= {low}"
-            raise argparse.ArgumentTypeError(f"must be {bounds}: {value}")
+            bounds = f"{low} <= value <= {high}" if high is not None else f"{low} <= value"
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: out of range: {bounds}")
         return value
 
     return parse
+
+
+_NEGATIVE = re.compile(r"-(\d|\.\d|inf|nan)", re.IGNORECASE)
+
+
+def _attach_negative_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``-c -1`` as ``-c=-1``: argparse reads a lone ``-1`` as an option (``-4`` and ``-6`` exist), which
+    would hide the range error ("out of range: 1 <= value") behind "expected one argument"."""
+    takes_value = {
+        option
+        for sub in _subparsers(parser)
+        for action in sub._actions
+        if action.option_strings and action.nargs != 0
+        for option in action.option_strings
+    }
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word in takes_value and i + 1 < len(argv) and _NEGATIVE.match(argv[i + 1]):
+            out.append(f"{word}={argv[i + 1]}" if word.startswith("--") else word + argv[i + 1])
+            i += 2
+            continue
+        if word == "--":
+            out.extend(argv[i:])
+            break
+        out.append(word)
+        i += 1
+    return out
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    return [
+        sub
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for sub in action.choices.values()
+    ]
 
 
 def _add_family(parser: argparse.ArgumentParser) -> None:
@@ -94,18 +153,117 @@ def _add_common(parser: argparse.ArgumentParser, *, timeout_default: float = 2.0
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="icmpx",
-        description="ICMP diagnostics: ping, traceroute, multiping and mtr from one shared socket.",
-        epilog="Exit status: 0 all targets answered, 1 some did not, 2 a name did not resolve, "
-        "3 bad arguments, 4 no permission for ICMP sockets or another system error.",
-    )
-    parser.add_argument("--version", action="version", version=f"icmpx {icmpx.__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    commands.required = True
+def _command(
+    commands: Any, name: str, run: Callable[[argparse.Namespace], int], **kwargs: Any
+) -> argparse.ArgumentParser:
+    sub: argparse.ArgumentParser = commands.add_parser(name, **kwargs)
+    sub.set_defaults(run=run, parser=sub, json_failure=None)
+    return sub
 
-    ping = commands.add_parser("ping", help="send echo requests to one host, like ping(8)")
+
+# -------------------------------------------------------------------------------------------- helpers
+
+
+def _privileged(args: argparse.Namespace) -> bool | None:
+    return {"auto": None, "raw": True, "dgram": False}[args.privileged]
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _ms(value: float | None) -> float | None:
+    """A figure for a JSON document: milliseconds to the microsecond (no float noise), ``null`` for none."""
+    return None if value is None or math.isinf(value) else round(value, 3)
+
+
+def _printable(text: str) -> str:
+    """Text from a file or the command line as it may be shown: control characters escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _dump(doc: dict[str, Any], out: TextIO) -> None:
+    import json
+
+    out.write(json.dumps(doc) + "\n")
+    out.flush()
+
+
+def _check_zone(host: str) -> None:
+    """An IPv6 literal's zone (``fe80::1%eth0``) must name an interface of this host."""
+    addr, percent, zone = host.partition("%")
+    if not percent or ":" not in addr:
+        return
+    try:
+        if zone.isdigit():
+            socket.if_indextoname(int(zone))
+        else:
+            socket.if_nametoindex(zone)
+    except (OSError, ValueError):
+        raise UsageError(f"unknown interface {_printable(zone)!r} in {_printable(host)}") from None
+
+
+def _zone(target: icmpx.Target) -> str:
+    """``"%eth0"`` for a target with a zone (a scoped link-local address), else ``""``."""
+    if not target.v6:
+        return ""
+    sockaddr = target.sockaddr
+    scope: int | str = sockaddr[3] if len(sockaddr) == 4 else str(sockaddr[0]).partition("%")[2]
+    if not scope:
+        return ""
+    try:
+        return "%" + socket.if_indextoname(int(scope))
+    except (OSError, ValueError):
+        return f"%{scope}"
+
+
+def _scoped(addr: str | None, zone: str) -> str | None:
+    """A link-local address shown with the zone it was reached through, as ping(8) does."""
+    if addr is None or not zone or not addr.lower().startswith("fe80:"):
+        return addr
+    return addr + zone
+
+
+async def _open(client: icmpx.AsyncClient, args: argparse.Namespace) -> icmpx.Target:
+    """Resolve the target, then open its socket: a bad name or a missing permission fails before
+    anything is printed."""
+    _check_zone(args.host)
+    target = await client.resolve(args.host, family=args.family)
+    await client.open_socket(6 if target.v6 else 4)
+    return target
+
+
+def _run(func: Callable[..., Any], *args: Any) -> bool:
+    """Run ``func(*args)`` in an event loop; True when Ctrl-C ended it (whatever it collected is kept by
+    the caller), False when it ran to its end. Errors come out as themselves, not as exception groups."""
+    try:
+        anyio.run(func, *args)
+    except KeyboardInterrupt:
+        return True
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) == 1:
+            raise leaves[0] from group
+        if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+            return True
+        raise
+    return False
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        leaves.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return leaves
+
+
+# ------------------------------------------------------------------------------------------------- ping
+
+
+def _add_ping(commands: Any) -> None:
+    ping = _command(commands, "ping", cmd_ping, help="send echo requests to one host, like ping(8)")
     ping.add_argument("host", metavar="HOST")
     ping.add_argument("-c", "--count", type=_int_range(1), default=4, help="echoes to send (default 4)")
     ping.add_argument(
@@ -113,14 +271,141 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ping.add_argument("-t", "--ttl", type=_int_range(1, 255), default=64, help="TTL / hop limit (default 64)")
     ping.add_argument(
-        "-s", "--size", type=_int_range(0, 65527), default=56, help="payload bytes (default 56)"
+        "-s",
+        "--size",
+        type=_int_range(0, MAX_PAYLOAD_V6),
+        default=56,
+        help=f"payload bytes (default 56; at most {MAX_PAYLOAD_V4} over IPv4, {MAX_PAYLOAD_V6} over IPv6)",
     )
     ping.add_argument("-n", "--numeric", action="store_true", help="no reverse DNS of responders")
+    ping.add_argument("-q", "--quiet", action="store_true", help="print only the first and summary lines")
     _add_family(ping)
     _add_common(ping)
-    ping.set_defaults(run=cmd_ping)
+    ping.set_defaults(json_failure=ping_failure_json)
 
-    trace = commands.add_parser("traceroute", help="trace the path to a host, every TTL at once")
+
+def ping_json(target: str, addr: str | None, results: Sequence[icmpx.EchoResult]) -> dict[str, Any]:
+    stats = icmpx.PingStats.from_results(results, target=target)
+    return {
+        "target": target,
+        "addr": addr,
+        "results": [
+            {
+                "seq": r.position,
+                "rtt_ms": _ms(r.rtt),
+                "error": r.error,
+                "from": r.responder,
+                "ttl": r.reply.received_packet.ip_header.ttl if r.reply is not None else None,
+                "weak": r.weak,
+            }
+            for r in results
+        ],
+        "stats": {
+            "sent": stats.sent,
+            "received": stats.received,
+            "loss_pct": round(stats.loss_pct, 3),
+            "min_ms": _ms(stats.min_rtt),
+            "avg_ms": _ms(stats.avg_rtt),
+            "max_ms": _ms(stats.max_rtt),
+            "stdev_ms": _ms(stats.stdev_rtt),
+            "jitter_ms": _ms(stats.jitter),
+        },
+    }
+
+
+def ping_failure_json(host: str, error: str) -> dict[str, Any]:
+    """The document ``ping --json`` writes when the host was not pinged at all: ``error`` says why."""
+    doc = ping_json(host, None, [])
+    doc["stats"]["loss_pct"] = 100.0  # as a multiping row of a target that was not pinged
+    return {**doc, "error": error}
+
+
+async def _ping(
+    args: argparse.Namespace, out: TextIO, results: list[icmpx.EchoResult], shown: list[str]
+) -> None:
+    async with icmpx.AsyncClient(timeout=args.timeout, privileged=_privileged(args), ttl=args.ttl) as client:
+        target = await _open(client, args)
+        limit = MAX_PAYLOAD_V6 if target.v6 else MAX_PAYLOAD_V4
+        if args.size > limit:
+            family = "IPv6" if target.v6 else "IPv4"
+            raise UsageError(f"payload size {args.size} is too large for {family} (at most {limit})")
+        zone = _zone(target)
+        shown.append(f"{target.addr}{zone}")
+        if not args.json:
+            print(f"PING {_printable(args.host)} ({shown[0]}) {args.size} data bytes", file=out, flush=True)
+        series = client.iter_ping(
+            args.host if zone else target.addr,
+            count=args.count,
+            interval=args.interval,
+            payload_size=args.size,
+        )
+        async for result in series:
+            results.append(result)
+            if not args.json and not args.quiet:
+                print(await _ping_line(client, args, result, zone), file=out, flush=True)
+
+
+async def _ping_line(
+    client: icmpx.AsyncClient, args: argparse.Namespace, result: icmpx.EchoResult, zone: str
+) -> str:
+    if result.reply is None:
+        return f"no answer for icmp_seq={result.position} ({result.error})"
+    packet = result.reply.received_packet
+    src = packet.ip_header.src_addr
+    who = _scoped(src, zone) or src
+    if not args.numeric:
+        name = await client.reverse_dns(src)
+        if name:
+            who = f"{name} ({who})"
+    if result.ok:
+        ttl = f" ttl={packet.ip_header.ttl}" if packet.ip_header.ttl is not None else ""
+        return (
+            f"{packet.size} bytes from {who}: icmp_seq={result.position}{ttl} time={result.reply.rtt:.3f} ms"
+        )
+    return (
+        f"From {who} icmp_seq={result.position} {result.error} "
+        f"(type {packet.icmp_type}, code {packet.icmp_code})"
+    )
+
+
+def _ping_summary(host: str, results: Sequence[icmpx.EchoResult], out: TextIO) -> None:
+    stats = icmpx.PingStats.from_results(results, target=host)
+    print(f"\n--- {_printable(host)} ping statistics ---", file=out)
+    print(
+        f"{stats.sent} packets transmitted, {stats.received} received, {stats.loss_pct:g}% packet loss",
+        file=out,
+    )
+    if stats.received:
+        print(
+            "rtt min/avg/max/stdev/jitter = "
+            f"{_fmt_ms(stats.min_rtt)}/{_fmt_ms(stats.avg_rtt)}/{_fmt_ms(stats.max_rtt)}/"
+            f"{_fmt_ms(stats.stdev_rtt)}/{_fmt_ms(stats.jitter)} ms",
+            file=out,
+        )
+    out.flush()
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    results: list[icmpx.EchoResult] = []
+    shown: list[str] = []  # the address as printed, once resolved
+    out = sys.stdout
+    _run(_ping, args, out, results, shown)
+    if not shown:  # interrupted while resolving: nothing was sent
+        return EXIT_NO_ANSWER
+    if args.json:
+        _dump(ping_json(args.host, shown[0], results), out)
+    else:
+        _ping_summary(args.host, results, out)
+    return EXIT_OK if any(r.ok for r in results) else EXIT_NO_ANSWER
+
+
+# ------------------------------------------------------------------------------------------- traceroute
+
+
+def _add_traceroute(commands: Any) -> None:
+    trace = _command(
+        commands, "traceroute", cmd_traceroute, help="trace the path to a host, every TTL at once"
+    )
     trace.add_argument("host", metavar="HOST")
     trace.add_argument(
         "-m", "--max-hops", type=_int_range(1, 255), default=30, help="largest TTL (default 30)"
@@ -133,13 +418,121 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--no-paris", action="store_true", help="let the checksum vary between probes")
     _add_family(trace)
     _add_common(trace)
-    trace.set_defaults(run=cmd_traceroute)
+    trace.set_defaults(json_failure=traceroute_failure_json)
 
-    sweep = commands.add_parser(
+
+def traceroute_json(result: icmpx.TracerouteResult) -> dict[str, Any]:
+    return {
+        "target": result.target,
+        "addr": result.addr,
+        "reached": result.reached,
+        "hops": [
+            {
+                "ttl": hop.ttl,
+                "addr": hop.addr,
+                "addrs": list(hop.addrs),
+                "hostname": hop.hostname,
+                "rtts_ms": [_ms(p.rtt) for p in hop.probes],
+                "weak": [p.weak for p in hop.probes],
+            }
+            for hop in result.hops
+        ],
+    }
+
+
+def traceroute_failure_json(host: str, error: str) -> dict[str, Any]:
+    return {"target": host, "addr": None, "reached": False, "hops": [], "error": error}
+
+
+def _trace_line(hop: icmpx.Hop, names: dict[str, str | None], zone: str = "") -> str:
+    parts = [f"{hop.ttl:2d} "]
+    shown: str | None = None
+    for probe in hop.probes:
+        if probe.addr is None:
+            parts.append(" *")
+            continue
+        if probe.addr != shown:
+            addr = _scoped(probe.addr, zone)
+            name = names.get(probe.addr)
+            parts.append(f" {_printable(name)} ({addr})" if name else f" {addr}")
+            shown = probe.addr
+        mark = _ERROR_MARKS.get(probe.error or "", f" !{probe.error}" if probe.error else "")
+        parts.append(f"  {probe.rtt:.3f} ms{mark}")
+    return "".join(parts)
+
+
+# traceroute(8)'s annotations for errors that end a path.
+_ERROR_MARKS = {
+    "time-exceeded": "",
+    "host-unreachable": " !H",
+    "net-unreachable": " !N",
+    "protocol-unreachable": " !P",
+    "port-unreachable": "",
+    "admin-prohibited": " !X",
+    "fragmentation-needed": " !F",
+}
+
+
+async def _traceroute(
+    args: argparse.Namespace, out: TextIO, hops: list[icmpx.Hop], shown: list[icmpx.Target]
+) -> None:
+    async with icmpx.AsyncClient(timeout=args.timeout, privileged=_privileged(args)) as client:
+        target = await _open(client, args)
+        shown.append(target)
+        zone = _zone(target)
+        if not args.json:
+            print(
+                f"traceroute to {_printable(args.host)} ({target.addr}{zone}), {args.max_hops} hops max, "
+                "56 byte packets",
+                file=out,
+                flush=True,
+            )
+        trace = client.iter_traceroute(
+            args.host if zone else target.addr,
+            max_hops=args.max_hops,
+            first_hop=args.first_hop,
+            probes=args.probes,
+            resolve_dns=not args.numeric,
+            paris=not args.no_paris,
+        )
+        async for hop in trace:
+            hops.append(hop)
+            if not args.json:
+                names: dict[str, str | None] = {}
+                if not args.numeric:  # every responder of the hop, named (the trace's lookups are cached)
+                    names = {addr: await client.reverse_dns(addr) for addr in hop.addrs}
+                print(_trace_line(hop, names, zone), file=out, flush=True)
+
+
+def cmd_traceroute(args: argparse.Namespace) -> int:
+    if args.first_hop > args.max_hops:
+        raise UsageError(f"first hop {args.first_hop} is beyond max hops {args.max_hops}")
+    hops: list[icmpx.Hop] = []
+    shown: list[icmpx.Target] = []
+    _run(_traceroute, args, sys.stdout, hops, shown)
+    if not shown:
+        return EXIT_NO_ANSWER
+    target = shown[0]
+    # Reached: the destination's echo reply ends the path (Ctrl-C may have come before it).
+    reached = bool(hops) and any(p.error is None for p in hops[-1].probes if p.addr == target.addr)
+    if args.json:
+        result = icmpx.TracerouteResult(target=args.host, addr=target.addr, reached=reached, hops=tuple(hops))
+        _dump(traceroute_json(result), sys.stdout)
+    return EXIT_OK if reached else EXIT_NO_ANSWER
+
+
+# -------------------------------------------------------------------------------------------- multiping
+
+
+def _add_multiping(commands: Any) -> None:
+    sweep = _command(
+        commands,
         "multiping",
+        cmd_multiping,
         help="ping many hosts at once, like fping",
-        description="Ping every HOST (and every line of FILE) COUNT times from one socket. Rows come out "
-        "in input order; a name that does not resolve gets a row with its error.",
+        description="Ping every HOST (and every word of FILE, or of stdin when no HOST is named and stdin "
+        "is not a terminal) COUNT times from one socket. Rows come out in input order; a name that does "
+        "not resolve gets a row with its error.",
     )
     sweep.add_argument("hosts", metavar="HOST", nargs="*")
     sweep.add_argument("-f", "--file", metavar="FILE", help="read hosts from FILE, one per line ('-': stdin)")
@@ -160,242 +553,32 @@ def build_parser() -> argparse.ArgumentParser:
         "0 = as fast as possible)",
     )
     sweep.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
+    sweep.add_argument(
+        "-n", "--numeric", action="store_true", help="no reverse DNS (multiping never looks names up)"
+    )
     _add_family(sweep)
     _add_common(sweep)
-    sweep.set_defaults(run=cmd_multiping)
-
-    live = commands.add_parser(
-        "mtr",
-        help="per-hop statistics, cycle after cycle, like mtr",
-        description="On a terminal: a live table until interrupted (or COUNT cycles). With --report, --json "
-        "or when stdout is not a terminal: 10 cycles (or COUNT), then one table.",
-    )
-    live.add_argument("host", metavar="HOST")
-    live.add_argument(
-        "-c", "--cycles", type=_int_range(1), default=None, metavar="CYCLES", help="cycles to run"
-    )
-    live.add_argument(
-        "-i", "--interval", type=_positive_float, default=1.0, help="seconds between cycles (default 1)"
-    )
-    live.add_argument(
-        "-m", "--max-hops", type=_int_range(1, 255), default=30, help="largest TTL (default 30)"
-    )
-    live.add_argument("-n", "--numeric", action="store_true", help="no reverse DNS of hops")
-    live.add_argument("--report", action="store_true", help="print one table at the end (mtr --report)")
-    _add_family(live)
-    _add_common(live)
-    live.set_defaults(run=cmd_mtr)
-    return parser
 
 
-def _privileged(args: argparse.Namespace) -> bool | None:
-    return {"auto": None, "raw": True, "dgram": False}[args.privileged]
-
-
-def _fmt_ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-# ------------------------------------------------------------------------------------------------- ping
-
-
-def ping_json(target: str, addr: str | None, results: Sequence[icmpx.EchoResult]) -> dict[str, Any]:
-    stats = icmpx.PingStats.from_results(results, target=target)
-    return {
-        "target": target,
-        "addr": addr,
-        "results": [
-            {
-                "seq": position,
-                "rtt_ms": r.rtt,
-                "error": r.error,
-                "from": r.responder,
-                "ttl": r.reply.received_packet.ip_header.ttl if r.reply is not None else None,
-            }
-            for position, r in enumerate(results, 1)
-        ],
-        "stats": {
-            "sent": stats.sent,
-            "received": stats.received,
-            "loss_pct": stats.loss_pct,
-            "min_ms": stats.min_rtt,
-            "avg_ms": stats.avg_rtt,
-            "max_ms": stats.max_rtt,
-            "stdev_ms": stats.stdev_rtt,
-            "jitter_ms": stats.jitter,
-        },
-    }
-
-
-async def _ping(args: argparse.Namespace, out: TextIO, results: list[icmpx.EchoResult]) -> int:
-    async with icmpx.AsyncClient(timeout=args.timeout, privileged=_privileged(args), ttl=args.ttl) as client:
-        target = await client.resolve(args.host, family=args.family)
-        await client.socket_kind(6 if target.v6 else 4)  # fail on permissions before printing anything
-        if not args.json:
-            print(f"PING {args.host} ({target.addr}) {args.size} data bytes", file=out, flush=True)
-        series = client.iter_ping(
-            target.addr, count=args.count, interval=args.interval, payload_size=args.size
-        )
-        async for result in series:
-            results.append(result)
-            if not args.json:
-                print(await _ping_line(client, args, len(results), result), file=out, flush=True)
-    if args.json:
-        out.write(json.dumps(ping_json(args.host, target.addr, results)) + "\n")
-    else:
-        _ping_summary(args.host, results, out)
-    return EXIT_OK if any(r.ok for r in results) else EXIT_NO_ANSWER
-
-
-async def _ping_line(
-    client: icmpx.AsyncClient, args: argparse.Namespace, position: int, result: icmpx.EchoResult
-) -> str:
-    if result.reply is None:
-        return f"no answer for icmp_seq={position} ({result.error})"
-    packet = result.reply.received_packet
-    src = packet.ip_header.src_addr
-    who = src
-    if not args.numeric:
-        name = await client.reverse_dns(src)
-        if name:
-            who = f"{name} ({src})"
-    if result.error is None:
-        ttl = f" ttl={packet.ip_header.ttl}" if packet.ip_header.ttl is not None else ""
-        return f"{packet.size} bytes from {who}: icmp_seq={position}{ttl} time={result.reply.rtt:.3f} ms"
-    return f"From {who} icmp_seq={position} {result.error} (type {packet.icmp_type}, code {packet.icmp_code})"
-
-
-def _ping_summary(host: str, results: Sequence[icmpx.EchoResult], out: TextIO) -> None:
-    stats = icmpx.PingStats.from_results(results, target=host)
-    print(f"\n--- {host} ping statistics ---", file=out)
-    print(
-        f"{stats.sent} packets transmitted, {stats.received} received, {stats.loss_pct:g}% packet loss",
-        file=out,
-    )
-    if stats.received:
-        print(
-            "rtt min/avg/max/stdev/jitter = "
-            f"{_fmt_ms(stats.min_rtt)}/{_fmt_ms(stats.avg_rtt)}/{_fmt_ms(stats.max_rtt)}/"
-            f"{_fmt_ms(stats.stdev_rtt)}/{_fmt_ms(stats.jitter)} ms",
-            file=out,
-        )
-
-
-def cmd_ping(args: argparse.Namespace) -> int:
-    results: list[icmpx.EchoResult] = []
-    try:
-        return anyio.run(_ping, args, sys.stdout, results)
-    except KeyboardInterrupt:
-        if not args.json:
-            _ping_summary(args.host, results, sys.stdout)
-        return EXIT_OK if any(r.ok for r in results) else EXIT_NO_ANSWER
-
-
-# ------------------------------------------------------------------------------------------- traceroute
-
-
-def traceroute_json(result: icmpx.TracerouteResult) -> dict[str, Any]:
-    return {
-        "target": result.target,
-        "addr": result.addr,
-        "reached": result.reached,
-        "hops": [
-            {
-                "ttl": hop.ttl,
-                "addr": hop.addr,
-                "addrs": hop.addrs,
-                "hostname": hop.hostname,
-                "rtts_ms": [None if math.isinf(p.rtt) else p.rtt for p in hop.probes],
-            }
-            for hop in result.hops
-        ],
-    }
-
-
-def _trace_line(hop: icmpx.Hop, names: dict[str, str | None]) -> str:
-    parts = [f"{hop.ttl:2d} "]
-    shown: str | None = None
-    for probe in hop.probes:
-        if probe.addr is None:
-            parts.append(" *")
-            continue
-        if probe.addr != shown:
-            name = names.get(probe.addr)
-            parts.append(f" {name} ({probe.addr})" if name else f" {probe.addr}")
-            shown = probe.addr
-        mark = _ERROR_MARKS.get(probe.error or "", f" !{probe.error}" if probe.error else "")
-        parts.append(f"  {probe.rtt:.3f} ms{mark}")
-    return "".join(parts)
-
-
-# traceroute(8)'s annotations for errors that end a path.
-_ERROR_MARKS = {
-    "time-exceeded": "",
-    "host-unreachable": " !H",
-    "net-unreachable": " !N",
-    "protocol-unreachable": " !P",
-    "port-unreachable": "",
-    "admin-prohibited": " !X",
-    "fragmentation-needed": " !F",
-}
-
-
-async def _traceroute(args: argparse.Namespace, out: TextIO) -> int:
-    if args.first_hop > args.max_hops:
-        raise UsageError(f"first hop {args.first_hop} is beyond max hops {args.max_hops}")
-    async with icmpx.AsyncClient(timeout=args.timeout, privileged=_privileged(args)) as client:
-        target = await client.resolve(args.host, family=args.family)
-        await client.socket_kind(6 if target.v6 else 4)  # fail on permissions before printing anything
-        if not args.json:
-            print(
-                f"traceroute to {args.host} ({target.addr}), {args.max_hops} hops max, 56 byte packets",
-                file=out,
-                flush=True,
-            )
-        result = await client.traceroute(
-            target.addr,
-            max_hops=args.max_hops,
-            first_hop=args.first_hop,
-            probes=args.probes,
-            resolve_dns=not args.numeric,
-            paris=not args.no_paris,
-        )
-        names: dict[str, str | None] = {}
-        if not args.numeric:
-            for addr in {p.addr for hop in result.hops for p in hop.probes if p.addr is not None}:
-                names[addr] = await client.reverse_dns(addr)  # cached by the trace itself
-    result = icmpx.TracerouteResult(
-        target=args.host, addr=result.addr, reached=result.reached, hops=result.hops
-    )
-    if args.json:
-        out.write(json.dumps(traceroute_json(result)) + "\n")
-    else:
-        for hop in result.hops:
-            print(_trace_line(hop, names), file=out)
-    return EXIT_OK if result.reached else EXIT_NO_ANSWER
-
-
-def cmd_traceroute(args: argparse.Namespace) -> int:
-    return anyio.run(_traceroute, args, sys.stdout)
-
-
-# -------------------------------------------------------------------------------------------- multiping
+def _words(lines: Any) -> list[str]:
+    """Hosts from a file: every word of every line (several per line allowed), ``#`` starts a comment."""
+    return [word for line in lines for word in line.split("#", 1)[0].split()]
 
 
 def _read_hosts(args: argparse.Namespace) -> list[str]:
     hosts = list(args.hosts)
-    if args.file is not None:
+    source = args.file
+    if source is None and not hosts and not sys.stdin.isatty():
+        source = "-"  # fping reads its targets from stdin when none are named
+    if source is not None:
         try:
-            stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+            stream = sys.stdin if source == "-" else open(source, encoding="utf-8", errors="replace")  # noqa: SIM115
         except OSError as exc:
-            raise UsageError(f"cannot read {args.file}: {exc.strerror}") from exc
+            raise UsageError(f"cannot read {source}: {exc.strerror}") from exc
         with stream:
-            for line in stream:
-                host = line.split("#", 1)[0].strip()
-                if host:
-                    hosts.append(host)
+            hosts.extend(_words(stream))
     if not hosts:
-        raise UsageError("no hosts given (name them, or use -f FILE / -f -)")
+        raise UsageError("no hosts given (name them, use -f FILE, or pipe them to stdin)")
     return hosts
 
 
@@ -407,22 +590,22 @@ def multiping_json(rows: Sequence[icmpx.PingStats], elapsed: float) -> dict[str,
                 "addr": r.addr,
                 "sent": r.sent,
                 "received": r.received,
-                "loss_pct": r.loss_pct,
-                "min_ms": r.min_rtt,
-                "avg_ms": r.avg_rtt,
-                "max_ms": r.max_rtt,
-                "stdev_ms": r.stdev_rtt,
-                "jitter_ms": r.jitter,
+                "loss_pct": round(r.loss_pct, 3),
+                "min_ms": _ms(r.min_rtt),
+                "avg_ms": _ms(r.avg_rtt),
+                "max_ms": _ms(r.max_rtt),
+                "stdev_ms": _ms(r.stdev_rtt),
+                "jitter_ms": _ms(r.jitter),
                 "error": r.error,
             }
             for r in rows
         ],
-        "elapsed_s": elapsed,
+        "elapsed_s": round(elapsed, 6),
     }
 
 
 def _multiping_line(row: icmpx.PingStats, width: int) -> str:
-    name = row.target.ljust(width)
+    name = _printable(row.target).ljust(width)
     if row.error is not None:
         return f"{name} : {row.error}"
     line = f"{name} : xmt/rcv/%loss = {row.sent}/{row.received}/{row.loss_pct:.0f}%"
@@ -431,52 +614,59 @@ def _multiping_line(row: icmpx.PingStats, width: int) -> str:
     return line
 
 
+INTERRUPTED = "interrupted before its echoes were answered"
+
+
 async def _multiping(
-    args: argparse.Namespace, hosts: list[str], out: TextIO
-) -> tuple[list[icmpx.PingStats], float]:
+    args: argparse.Namespace, hosts: list[str], done: dict[str, list[icmpx.PingStats]], clock: list[float]
+) -> None:
     progress = not args.json and sys.stderr.isatty() and len(hosts) * args.count >= 1000
-    started = anyio.current_time()
+    clock.append(anyio.current_time())
     async with icmpx.AsyncClient(timeout=args.timeout, privileged=_privileged(args)) as client:
-        options: dict[str, Any] = {
-            "count": args.count,
-            "interval": args.interval,
-            "rate": args.rate or None,
-            "family": args.family,
-        }
-        if not progress:
-            rows = await client.multiping(hosts, **options)
-        else:
-            # Stream to show progress; rows are put back in input order at the end.
-            by_host: dict[str, list[icmpx.PingStats]] = {}
-            done = 0
-            async for row in client.iter_multiping(hosts, **options):
-                by_host.setdefault(row.target, []).append(row)
-                done += 1
-                if done % 500 == 0 or done == len(hosts):
-                    print(f"\r{done}/{len(hosts)} hosts done", end="", file=sys.stderr, flush=True)
-            print(file=sys.stderr)
-            rows = [by_host[host].pop(0) for host in hosts]
-    return rows, anyio.current_time() - started
+        rows = client.iter_multiping(
+            hosts, count=args.count, interval=args.interval, rate=args.rate or None, family=args.family
+        )
+        count = 0
+        try:
+            async for row in rows:
+                done.setdefault(row.target, []).append(row)
+                count += 1
+                if progress and (count % 500 == 0 or count == len(hosts)):
+                    print(f"\r{count}/{len(hosts)} hosts done", end="", file=sys.stderr, flush=True)
+        finally:
+            clock.append(anyio.current_time())
+            if progress:
+                print(file=sys.stderr)
 
 
 def cmd_multiping(args: argparse.Namespace) -> int:
     hosts = _read_hosts(args)
     out = sys.stdout
-    rows, elapsed = anyio.run(_multiping, args, hosts, out)
+    done: dict[str, list[icmpx.PingStats]] = {}  # rows in completion order, per target
+    clock: list[float] = []
+    _run(_multiping, args, hosts, done, clock)
+    # Input order; a target Ctrl-C caught before its row was complete says so.
+    rows = [
+        done[host].pop(0)
+        if done.get(host)
+        else icmpx.PingStats(target=host, addr=None, sent=0, received=0, loss_pct=100.0, error=INTERRUPTED)
+        for host in hosts
+    ]
+    elapsed = clock[-1] - clock[0] if len(clock) > 1 else 0.0
     if args.json:
-        out.write(json.dumps(multiping_json(rows, elapsed)) + "\n")
+        _dump(multiping_json(rows, elapsed), out)
     else:
         if not args.quiet:
-            width = max(len(r.target) for r in rows)
+            width = min(max(len(_printable(r.target)) for r in rows), NAME_WIDTH)
             out.write("".join(_multiping_line(r, width) + "\n" for r in rows))
         alive = sum(1 for r in rows if r.received)
-        unresolved = sum(1 for r in rows if r.error is not None)
+        unresolved = sum(1 for r in rows if r.error is not None and r.error != INTERRUPTED)
         print(
             f"{len(rows)} targets, {alive} alive, {len(rows) - alive - unresolved} unreachable, "
             f"{unresolved} unresolved, {elapsed:.3f} s",
             file=out,
         )
-    if any(r.error is not None for r in rows):
+    if any(r.error is not None and r.error != INTERRUPTED for r in rows):
         return EXIT_UNRESOLVED
     return EXIT_OK if all(r.received for r in rows) else EXIT_NO_ANSWER
 
@@ -499,6 +689,33 @@ MTR_COLUMNS = (
 )
 
 
+def _add_mtr(commands: Any) -> None:
+    live = _command(
+        commands,
+        "mtr",
+        cmd_mtr,
+        help="per-hop statistics, cycle after cycle, like mtr",
+        description="On a terminal: a live table until interrupted (or COUNT cycles); the live view needs "
+        "the 'cli' extra (pip install 'icmpx[cli]'). With --report, --json or when stdout is not a "
+        "terminal: 10 cycles (or COUNT), then one table.",
+    )
+    live.add_argument("host", metavar="HOST")
+    live.add_argument(
+        "-c", "--cycles", type=_int_range(1), default=None, metavar="CYCLES", help="cycles to run"
+    )
+    live.add_argument(
+        "-i", "--interval", type=_positive_float, default=1.0, help="seconds between cycles (default 1)"
+    )
+    live.add_argument(
+        "-m", "--max-hops", type=_int_range(1, 255), default=30, help="largest TTL (default 30)"
+    )
+    live.add_argument("-n", "--numeric", action="store_true", help="no reverse DNS of hops")
+    live.add_argument("--report", action="store_true", help="print one table at the end (mtr --report)")
+    _add_family(live)
+    _add_common(live)
+    live.set_defaults(json_failure=mtr_failure_json)
+
+
 def mtr_json(report: icmpx.MtrReport) -> dict[str, Any]:
     return {
         "target": report.target,
@@ -508,21 +725,25 @@ def mtr_json(report: icmpx.MtrReport) -> dict[str, Any]:
             {
                 "ttl": h.ttl,
                 "addr": h.addr,
-                "addrs": h.addrs,
+                "addrs": list(h.addrs),
                 "hostname": h.hostname,
                 "sent": h.sent,
                 "received": h.received,
-                "loss_pct": h.loss_pct,
-                "last_ms": h.last,
-                "avg_ms": h.avg,
-                "best_ms": h.best,
-                "worst_ms": h.worst,
-                "stdev_ms": h.stdev,
-                "javg_ms": h.javg,
+                "loss_pct": round(h.loss_pct, 3),
+                "last_ms": _ms(h.last_rtt),
+                "avg_ms": _ms(h.avg_rtt),
+                "best_ms": _ms(h.min_rtt),
+                "worst_ms": _ms(h.max_rtt),
+                "stdev_ms": _ms(h.stdev_rtt),
+                "javg_ms": _ms(h.jitter),
             }
             for h in report.hops
         ],
     }
+
+
+def mtr_failure_json(host: str, error: str) -> dict[str, Any]:
+    return {"target": host, "addr": None, "cycles": 0, "hops": [], "error": error}
 
 
 def _mtr_cells(hop: icmpx.MtrHop) -> list[str]:
@@ -535,16 +756,16 @@ def _mtr_cells(hop: icmpx.MtrHop) -> list[str]:
     return [
         str(hop.ttl),
         address,
-        hop.hostname or "",
+        _printable(hop.hostname or ""),
         f"{hop.loss_pct:.1f}",
         str(hop.sent),
         str(hop.received),
-        ms(hop.last),
-        ms(hop.avg),
-        ms(hop.best),
-        ms(hop.worst),
-        ms(hop.stdev),
-        ms(hop.javg),
+        ms(hop.last_rtt),
+        ms(hop.avg_rtt),
+        ms(hop.min_rtt),
+        ms(hop.max_rtt),
+        ms(hop.stdev_rtt),
+        ms(hop.jitter),
     ]
 
 
@@ -553,7 +774,7 @@ def mtr_text(report: icmpx.MtrReport) -> str:
     rows = [list(MTR_COLUMNS)] + [_mtr_cells(h) for h in report.hops]
     widths = [max(len(row[i]) for row in rows) for i in range(len(MTR_COLUMNS))]
     left = {1, 2}
-    lines = [f"mtr to {report.target} ({report.addr}), {report.cycle} cycles"]
+    lines = [f"mtr to {_printable(report.target)} ({report.addr}), {report.cycle} cycles"]
     for row in rows:
         cells = [
             c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
@@ -565,7 +786,8 @@ def mtr_text(report: icmpx.MtrReport) -> str:
 def _mtr_table(report: icmpx.MtrReport) -> Any:
     from rich.table import Table  # imported only for the live view: it costs start-up time
 
-    table = Table(title=f"mtr to {report.target} ({report.addr}) \u2014 cycle {report.cycle}", expand=False)
+    title = f"mtr to {_printable(report.target)} ({report.addr}) \u2014 cycle {report.cycle}"
+    table = Table(title=title, expand=False)
     for i, name in enumerate(MTR_COLUMNS):
         if i in (1, 2):  # addresses and names wrap on a narrow terminal, never lose characters
             table.add_column(name, justify="left", overflow="fold")
@@ -583,12 +805,10 @@ def _mtr_exit(last: icmpx.MtrReport | None) -> int:
     return EXIT_NO_ANSWER
 
 
-async def _mtr(args: argparse.Namespace, out: TextIO, live_view: bool, seen: list[icmpx.MtrReport]) -> int:
+async def _mtr(args: argparse.Namespace, out: TextIO, live_view: bool, seen: list[icmpx.MtrReport]) -> None:
     cycles = args.cycles if args.cycles is not None else (None if live_view else 10)
-    last: icmpx.MtrReport | None = None
     async with icmpx.AsyncClient(timeout=args.timeout, privileged=_privileged(args)) as client:
-        target = await client.resolve(args.host, family=args.family)
-        await client.socket_kind(6 if target.v6 else 4)  # fail on permissions before drawing anything
+        await _open(client, args)  # a bad name or a missing permission fails before drawing anything
         reports = client.mtr(
             args.host,
             cycles=cycles,
@@ -603,21 +823,14 @@ async def _mtr(args: argparse.Namespace, out: TextIO, live_view: bool, seen: lis
 
             with Live(console=Console(file=out), auto_refresh=False) as live:
                 try:
-                    async for last in reports:
-                        seen[:] = [last]
-                        live.update(_mtr_table(last), refresh=True)
+                    async for report in reports:
+                        seen[:] = [report]
+                        live.update(_mtr_table(report), refresh=True)
                 finally:
                     await reports.aclose()
         else:
             async for report in reports:
-                last = report
-    if last is None:
-        return EXIT_NO_ANSWER
-    if args.json:
-        out.write(json.dumps(mtr_json(last)) + "\n")
-    elif not live_view:
-        out.write(mtr_text(last))
-    return _mtr_exit(last)
+                seen[:] = [report]
 
 
 def _rich_available() -> bool:
@@ -629,30 +842,91 @@ def _rich_available() -> bool:
 
 
 def cmd_mtr(args: argparse.Namespace) -> int:
-    live_view = not args.report and not args.json and sys.stdout.isatty() and _rich_available()
+    terminal = not args.report and not args.json and sys.stdout.isatty()
+    live_view = terminal and _rich_available()
+    if terminal and not live_view:
+        print(
+            "icmpx: the live view needs the 'cli' extra (pip install 'icmpx[cli]'); "
+            f"printing a report after {args.cycles or 10} cycles instead",
+            file=sys.stderr,
+            flush=True,
+        )
     seen: list[icmpx.MtrReport] = []
-    try:
-        return anyio.run(_mtr, args, sys.stdout, live_view, seen)
-    except KeyboardInterrupt:
-        return _mtr_exit(seen[-1] if seen else None)
+    _run(_mtr, args, sys.stdout, live_view, seen)
+    last = seen[-1] if seen else None
+    if last is not None and not live_view:
+        if args.json:
+            _dump(mtr_json(last), sys.stdout)
+        else:
+            sys.stdout.write(mtr_text(last))
+    return _mtr_exit(last)
 
 
 # ------------------------------------------------------------------------------------------------- main
 
 
+def _add_exporter(commands: Any) -> None:
+    # Listed for --help; main() hands `icmpx exporter ...` to icmpx.exporter, which parses the rest.
+    commands.add_parser(
+        "exporter", help="Prometheus exporter: probe targets continuously (icmpx exporter --help)"
+    )
+
+
+COMMANDS: dict[str, Callable[[Any], None]] = {
+    "ping": _add_ping,
+    "traceroute": _add_traceroute,
+    "multiping": _add_multiping,
+    "mtr": _add_mtr,
+    "exporter": _add_exporter,
+}
+"""One function per subcommand, by name; each adds its subparser (with ``_command``) and its options."""
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``command``, only that subcommand is built (what a run needs: start-up time)."""
+    parser = _Parser(
+        prog="icmpx",
+        description="ICMP diagnostics: ping, traceroute, multiping and mtr from one shared socket.",
+        epilog="Exit status: 0 all targets answered, 1 some did not, 2 a name did not resolve, "
+        "3 bad arguments, 4 no permission for ICMP sockets or another system error. Ctrl-C prints "
+        "what was collected and exits with the status it has so far.",
+    )
+    parser.add_argument("--version", action="version", version=f"icmpx {icmpx.__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    for name, add in COMMANDS.items():
+        if command is None or name == command:
+            add(commands)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["exporter"]:
+        # The exporter parses its own arguments (icmpx/exporter); imported only when asked for.
+        from .exporter import main as exporter_main
+
+        return exporter_main(words[1:])
+    parser = build_parser(words[0] if words and words[0] in COMMANDS else None)
+    args = parser.parse_args(_attach_negative_values(parser, words))
     try:
-        code: int = args.run(args)
-    except UsageError as exc:
-        print(f"icmpx: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ValueError as exc:
-        print(f"icmpx: error: {exc}", file=sys.stderr)
+        try:
+            code: int = args.run(args)
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, and keep Python's own flush at exit quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except (UsageError, ValueError) as exc:
+        args.parser.print_usage(sys.stderr)
+        print(f"{args.parser.prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except icmpx.NameResolutionError as exc:
         print(f"icmpx: {exc}", file=sys.stderr)
+        if args.json and args.json_failure is not None:
+            _dump(args.json_failure(args.host, str(exc)), sys.stdout)
         return EXIT_UNRESOLVED
     except icmpx.RawSocketPermissionError as exc:
         print(exc, file=sys.stderr)  # the message starts with "icmpx needs ..." and says what to run
@@ -660,13 +934,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (icmpx.IcmpxError, OSError) as exc:
         print(f"icmpx: {exc}", file=sys.stderr)
         return EXIT_SYSTEM
-    except BrokenPipeError:
-        return EXIT_OK
     return code
 
 
 def run() -> NoReturn:
-    sys.exit(main())
+    """The ``icmpx`` command: `main`, then a quick exit.
+
+    Once the output is written, the process leaves without the interpreter's teardown (module cleanup,
+    a last garbage collection, waiting for idle worker threads), which costs more on this machine than a
+    whole one-echo ping on loopback (bench/README.md). Nothing is left to do at that point: the sockets
+    are closed, and the kernel reclaims the rest.
+    """
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a reader that went away; a closed stream
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
