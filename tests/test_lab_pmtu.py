@@ -9,7 +9,9 @@ word (nft drops its own destination-unreachable / packet-too-big on output).
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -107,3 +109,15 @@ async def test_path_mtu_of_a_host_that_does_not_answer(make_lab: Callable[..., L
             result = await client.path_mtu("198.18.99.1")  # routed towards the lab, owned by nobody
             assert result.mtu is None
             assert result.probes > 0
+
+
+def test_pmtu_command_names_the_mtu_and_the_hop(make_lab: Callable[..., Lab]) -> None:
+    lab = narrow_lab(make_lab, 1280, silent=False)
+    for target, router in ((lab.target4, lab.hop4(1)), (lab.target6, lab.hop6(1))):
+        text = lab.exec([sys.executable, "-m", "icmpx", "pmtu", target], check=False)
+        assert text.returncode == 0, text.stderr
+        assert f"path MTU to {target} ({target}): 1280 bytes, drops after hop 1: r1.lab.test ({router})" in (
+            text.stdout
+        )
+        doc = json.loads(lab.exec([sys.executable, "-m", "icmpx", "pmtu", target, "-n", "--json"]).stdout)
+        assert (doc["mtu"], doc["hop"], doc["hop_addr"], doc["reported"]) == (1280, 1, router, True)

@@ -118,6 +118,8 @@ def check_options(
     ifindex = 0
     if source is not None:
         source = _check_source(source)
+        if not source_is_local(source, v6=":" in source):
+            raise ValueError(f"source address {source} is not an address of this host")
     if interface is not None:
         interface, ifindex = _check_interface(interface)
     if tos is not None:
@@ -173,8 +175,6 @@ class SendOptions:
         if source is not None:
             if (":" in source) != v6:
                 raise ValueError(f"source address {source} cannot send to {family} destinations")
-            if not source_is_local(source, v6=v6):
-                raise ValueError(f"source address {source} is not an address of this host")
             if v6 and not raw:
                 # An IPv6 ping socket takes the source from its bound address whatever IPV6_PKTINFO says:
                 # such probes go out on a ping socket bound to it.
