@@ -278,7 +278,7 @@ class Classifier:
             return self._unmatched(key, payload), None, None
         if data[start + 8 : start + 8 + len(probe.signature)] != probe.signature:
             return self._unmatched(key, payload, pending=True), None, None
-        if src.partition("%")[0] != probe.addr:
+        if src != probe.addr and src.partition("%")[0] != probe.addr.partition("%")[0]:
             return Verdict.FOREIGN, None, None
         answer = Answer(rx_ns, None, src, dst, reply_ttl, self.echo_reply, icmp_code, len(data) - start)
         if rx_ns > probe.deadline_ns:
@@ -375,7 +375,7 @@ class Classifier:
         probe = table.get(key)
         if probe is None or probe.done:
             return self._unmatched(key, payload[:SIGNATURE_SIZE]), None, None
-        if quoted_dst.partition("%")[0] != probe.addr:
+        if quoted_dst != probe.addr and quoted_dst.partition("%")[0] != probe.addr.partition("%")[0]:
             return Verdict.FOREIGN, None, None
         signature = probe.signature
         if len(payload) >= len(signature):

@@ -12,6 +12,7 @@ from ._engine import Engine
 from ._matching import Outcome, Probe
 from ._models import EchoReply, EchoRequest, EchoResult, IPHeader, ReceivedPacket, Target, error_kind
 from ._options import SendOptions
+from ._resolve import with_zone
 from ._wire import format_ipv4
 
 __all__ = ["SeriesSink", "echo_result", "iter_series"]
@@ -43,7 +44,7 @@ def echo_result(probe: Probe, outcome: Outcome, position: int = 1) -> EchoResult
         return EchoResult(request=request, reply=None, error=error)
     packet = ReceivedPacket(
         ip_header=IPHeader(
-            src_addr=outcome.src,
+            src_addr=with_zone(outcome.src, probe.addr),
             dst_addr=format_ipv4(outcome.dst) if outcome.dst is not None else None,
             ttl=outcome.ttl,
         ),

@@ -271,8 +271,9 @@ def _check_zone(host: str) -> None:
 
 
 def _zone(target: icmpx.Target) -> str:
-    """``"%eth0"`` for a target with a zone (a scoped link-local address), else ``""``."""
-    if not target.v6:
+    """``"%eth0"`` for a target with a zone (a scoped link-local address) that its address does not show
+    already, else ``""``."""
+    if not target.v6 or "%" in target.addr:
         return ""
     sockaddr = target.sockaddr
     scope: int | str = sockaddr[3] if len(sockaddr) == 4 else str(sockaddr[0]).partition("%")[2]
@@ -286,7 +287,7 @@ def _zone(target: icmpx.Target) -> str:
 
 def _scoped(addr: str | None, zone: str) -> str | None:
     """A link-local address shown with the zone it was reached through, as ping(8) does."""
-    if addr is None or not zone or not addr.lower().startswith("fe80:"):
+    if addr is None or not zone or "%" in addr or not addr.lower().startswith("fe80:"):
         return addr
     return addr + zone
 
