@@ -107,10 +107,12 @@ class AsyncClient:
             (RFC 792 asks routers for only the IP header and 8 bytes), matched on identifier, sequence and
             checksum; their results say ``weak=True`` (default True). ``False`` drops them (counted in
             `EngineStats.refused`): a router that quotes so little then looks silent.
-        interface, tos, dont_fragment, mark: Defaults of the per-probe options every operation takes
-            (see `ping`); each call may override each of them. They ride on each packet, so calls with
-            different options still share the family's socket (IPv4's ``dont_fragment`` excepted: one
-            more socket per mode).
+        interface: Default interface to send out of (see `ping`); each call may override it.
+        tos: Default TOS byte / traffic class, 0–255 (see `ping`).
+        dont_fragment: Default DF mode (see `ping`).
+        mark: Default firewall mark, raw sockets only (see `ping`). Such options ride on each packet, so
+            calls with different options still share the family's socket (IPv4's ``dont_fragment``
+            excepted: one more socket per mode).
 
     Raises:
         ValueError: An argument is out of range (``TypeError`` for one of the wrong type).
@@ -291,7 +293,11 @@ class AsyncClient:
             timeout: Seconds to wait for the answer (default: the client's).
             payload_size: Payload bytes (default: the client's).
             family: 4 or 6 for a name that resolves to both.
-            source, interface, tos, dont_fragment, mark: Per-probe options, as for `ping`.
+            source: As for `ping`.
+            interface: As for `ping`.
+            tos: As for `ping`.
+            dont_fragment: As for `ping`.
+            mark: As for `ping`.
 
         Returns:
             The outcome: an echo reply, an ICMP error or ``error="timeout"``.
@@ -467,7 +473,11 @@ class AsyncClient:
             paris: Keep every probe on one path through per-flow load balancers (default True).
             payload_size: Payload bytes (default: the client's).
             family: 4 or 6 for a name that resolves to both.
-            source, interface, tos, dont_fragment, mark: Per-probe options, as for `ping`.
+            source: As for `ping`.
+            interface: As for `ping`.
+            tos: As for `ping`.
+            dont_fragment: As for `ping`.
+            mark: As for `ping`.
 
         Returns:
             The hops from ``first_hop`` to the destination (or ``max_hops``), silent ones included.
@@ -584,7 +594,10 @@ class AsyncClient:
             timeout: Seconds each probe waits for its answer (default: the client's).
             max_hops: Highest TTL searched for the hop, 1–255 (default 30).
             family: 4 or 6 for a name that resolves to both.
-            source, interface, tos, mark: Per-probe options, as for `ping`.
+            source: As for `ping`.
+            interface: As for `ping`.
+            tos: As for `ping`.
+            mark: As for `ping`.
 
         Returns:
             A `PathMtu`: ``mtu`` in bytes (whole IP packets), ``hop`` / ``hop_addr`` the router before the
@@ -643,7 +656,11 @@ class AsyncClient:
             resolve_dns: Reverse DNS of the hops (default: the client's ``resolve_dns_default``).
             payload_size: Payload bytes (default: the client's).
             family: 4 or 6 for a name that resolves to both.
-            source, interface, tos, dont_fragment, mark: Per-probe options, as for `ping`.
+            source: As for `ping`.
+            interface: As for `ping`.
+            tos: As for `ping`.
+            dont_fragment: As for `ping`.
+            mark: As for `ping`.
 
         Yields:
             One `MtrReport` per completed cycle, in cycle order, with the statistics so far.
@@ -731,8 +748,12 @@ class AsyncClient:
             ttl: TTL / hop limit (default: the client's).
             payload_size: Payload bytes (default: the client's).
             family: 4 or 6 for names that resolve to both.
-            source, interface, tos, dont_fragment, mark: Per-probe options, as for `ping` (a sweep with
-                options sends one ``sendmsg`` per probe instead of ``sendmmsg`` batches).
+            source: As for `ping`. (A sweep with options sends one ``sendmsg`` per probe instead of
+                ``sendmmsg`` batches.)
+            interface: As for `ping`.
+            tos: As for `ping`.
+            dont_fragment: As for `ping`.
+            mark: As for `ping`.
 
         Returns:
             One `PingStats` per target, in input order.

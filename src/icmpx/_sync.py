@@ -104,7 +104,10 @@ class Client:
         rate: A cap in packets per second on everything the client sends; ``None`` or 0 for no cap.
         accept_weak: Accept ICMP errors matched on a short quote, flagged ``weak=True`` (default True;
             see `AsyncClient`).
-        interface, tos, dont_fragment, mark: Defaults of the per-probe options (see `AsyncClient`).
+        interface: Defaults of the per-probe options (see `AsyncClient`).
+        tos: Defaults of the per-probe options (see `AsyncClient`).
+        dont_fragment: Defaults of the per-probe options (see `AsyncClient`).
+        mark: Defaults of the per-probe options (see `AsyncClient`).
         backend: The anyio backend of the background loop: ``"asyncio"`` (default) or ``"trio"``.
 
     Raises:
