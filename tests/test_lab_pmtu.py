@@ -121,3 +121,23 @@ def test_pmtu_command_names_the_mtu_and_the_hop(make_lab: Callable[..., Lab]) ->
         )
         doc = json.loads(lab.exec([sys.executable, "-m", "icmpx", "pmtu", target, "-n", "--json"]).stdout)
         assert (doc["mtu"], doc["hop"], doc["hop_addr"], doc["reported"]) == (1280, 1, router, True)
+
+
+async def test_a_stale_cached_path_mtu_does_not_fool_it(make_lab: Callable[..., Lab]) -> None:
+    """The kernel learns 1280 through a narrow link; the link is widened again; the cache still says 1280
+    (ping -M do refuses larger packets locally), path_mtu says 1500."""
+    lab = narrow_lab(make_lab, 1280, silent=False)
+    targets = [lab.target4, lab.target6]
+    for target in targets:  # teach the kernel: a DF packet too large for the middle link
+        lab.exec(["ping", "-c", "1", "-W", "1", "-M", "do", "-s", "1400", target], check=False)
+    lab.exec(["ip", "link", "set", "next", "mtu", "1500"], ns=lab.routers[0])
+    lab.exec(["ip", "link", "set", "prev", "mtu", "1500"], ns=lab.routers[1])
+    for target in targets:
+        cached = lab.exec(["ip", "route", "get", target]).stdout
+        assert "mtu 1280" in cached, cached
+        refused = lab.exec(["ping", "-c", "1", "-W", "1", "-M", "do", "-s", "1400", target], check=False)
+        assert refused.returncode != 0, refused.stdout
+    for privileged in (True, False):
+        found = await measure(lab, targets, privileged)
+        for target in targets:
+            assert (found[target].mtu, found[target].hop) == (1500, None), found[target]

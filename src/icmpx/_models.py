@@ -453,6 +453,44 @@ class PingStatsRow:
 assert [f.name for f in fields(PingStats)] == list(PingStatsRow.__slots__), "PingStatsRow follows PingStats"
 
 
+class EchoRequestRow:
+    """An `EchoRequest` under construction, as `PingStatsRow` is a `PingStats` one: every result of
+    ``ping``, ``probe`` and ``iter_ping`` builds one, and the frozen dataclass's ``__init__`` sets each of
+    its eleven fields through ``object.__setattr__`` (about 1 µs; this, 0.2 µs). Use:
+    ``row = EchoRequestRow(...); row.__class__ = EchoRequest``."""
+
+    __slots__ = EchoRequest.__slots__
+
+    def __init__(
+        self,
+        addr: str,
+        ident: int,
+        seq: int,
+        ttl: int,
+        payload_size: int,
+        position: int,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: str | None = None,
+        mark: int | None = None,
+    ) -> None:
+        self.addr = addr
+        self.ident = ident
+        self.seq = seq
+        self.ttl = ttl
+        self.payload_size = payload_size
+        self.position = position
+        self.source = source
+        self.interface = interface
+        self.tos = tos
+        self.dont_fragment = dont_fragment
+        self.mark = mark
+
+
+assert [f.name for f in fields(EchoRequest)] == list(EchoRequestRow.__slots__), "EchoRequestRow follows it"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MtrHop:
     """mtr's columns for one TTL; RTT figures in milliseconds, ``None`` until the hop has answered."""

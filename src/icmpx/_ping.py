@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import copy
 from collections.abc import AsyncGenerator
-from typing import Any
 
 import anyio
 
 from ._engine import Engine
 from ._matching import Outcome, Probe
-from ._models import EchoReply, EchoRequest, EchoResult, IPHeader, ReceivedPacket, Target, error_kind
+from ._models import (
+    EchoReply,
+    EchoRequest,
+    EchoRequestRow,
+    EchoResult,
+    IPHeader,
+    ReceivedPacket,
+    Target,
+    error_kind,
+)
 from ._options import SendOptions
 from ._resolve import with_zone
 from ._wire import format_ipv4
@@ -21,30 +29,30 @@ __all__ = ["SeriesSink", "echo_result", "iter_series"]
 def echo_result(probe: Probe, outcome: Outcome, position: int = 1) -> EchoResult:
     """The public result for one probe's outcome; ``position`` is its 1-based place in the series."""
     asked = probe.options
-    used: dict[str, Any] = {}
-    if asked is not None:
-        used = {
-            "source": asked.source,
-            "interface": asked.interface,
-            "tos": asked.tos,
-            "dont_fragment": asked.dont_fragment,
-            "mark": asked.mark,
-        }
-    request = EchoRequest(
-        addr=probe.addr,
-        ident=probe.ident,
-        seq=probe.seq,
-        ttl=probe.ttl,
-        payload_size=probe.payload_size,
-        position=position,
-        **used,
-    )
+    if asked is None:
+        row = EchoRequestRow(probe.addr, probe.ident, probe.seq, probe.ttl, probe.payload_size, position)
+    else:
+        row = EchoRequestRow(
+            probe.addr,
+            probe.ident,
+            probe.seq,
+            probe.ttl,
+            probe.payload_size,
+            position,
+            asked.source,
+            asked.interface,
+            asked.tos,
+            asked.dont_fragment,
+            asked.mark,
+        )
+    row.__class__ = EchoRequest  # type: ignore[assignment]  # see EchoRequestRow
+    request: EchoRequest = row  # type: ignore[assignment]
     error = error_kind(outcome.error)
     if outcome.src is None or outcome.rtt_ms is None:
         return EchoResult(request=request, reply=None, error=error)
     packet = ReceivedPacket(
         ip_header=IPHeader(
-            src_addr=with_zone(outcome.src, probe.addr),
+            src_addr=with_zone(outcome.src, probe.addr) if "%" in probe.addr else outcome.src,
             dst_addr=format_ipv4(outcome.dst) if outcome.dst is not None else None,
             ttl=outcome.ttl,
         ),
