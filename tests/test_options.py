@@ -166,6 +166,7 @@ def test_the_blocking_client_takes_the_options_and_finds_the_path_mtu() -> None:
     with icmpx.Client(timeout=1, tos=0x10) as client:
         result = client.probe("127.0.0.1", interface="lo", dont_fragment=True)
         assert result.ok
-        assert (result.request.tos, result.request.interface, result.request.dont_fragment) == (0x10, "lo", "do")
+        request = result.request
+        assert (request.tos, request.interface, request.dont_fragment) == (0x10, "lo", "do")
         found = client.path_mtu("127.0.0.1")
         assert (found.mtu, found.hop, found.reported) == (65535, None, False)
