@@ -621,7 +621,9 @@ class EngineStats:
     pending: int
     """Probes in flight: sent, neither answered nor timed out."""
     sockets: int
-    """ICMP sockets open: one per family in use, and on ping sockets one more per 65,536 probes in flight."""
+    """ICMP sockets open: one per family in use, and on ping sockets one more per 65,536 probes in flight;
+    one more for each IPv4 ``dont_fragment`` mode used, for `path_mtu`'s probes, and on IPv6 ping sockets
+    for each per-probe ``source`` (see the per-probe options guide)."""
     socket_kinds: tuple[str, ...]
     """``"raw"`` or ``"dgram"`` for each open socket, e.g. ``("raw",)``."""
     bad_checksum: int = 0
