@@ -337,11 +337,14 @@ async def test_tos_and_dont_fragment_per_probe_beside_a_call_without(
     for name, rs in results.items():
         assert [r.error for r in rs] == [None] * 4, (name, rs)
         wire = [by_seq[(name.endswith("6"), r.request.seq)] for r in rs]
+        replied = {r.reply.received_packet.ip_header.tos for r in rs if r.reply is not None}
         if name.startswith("ef"):
             assert {p["tos"] for p in wire} == {0xB8}
             assert {r.request.tos for r in rs} == {0xB8}
+            assert replied == {0xB8}  # an echo reply carries its request's TOS, and we read it
         elif name.startswith("zero"):
             assert {p["tos"] for p in wire} == {0}
+            assert replied == {0}
         elif name == "df4":
             assert {p["df"] for p in wire} == {True}
             assert {r.request.dont_fragment for r in rs} == {"do"}

@@ -59,6 +59,8 @@ class Outcome(NamedTuple):
     """An ICMP error matched on a short quote (identifier, sequence and checksum; see `Verdict.WEAK`)."""
     mtu: int | None = None
     """The next-hop MTU of a Fragmentation Needed / Packet Too Big message."""
+    tos: int | None = None
+    """The answer's TOS byte / traffic class, where the kernel reports it."""
 
 
 TIMEOUT = Outcome(rtt_ms=None, error="timeout")

@@ -55,6 +55,7 @@ def echo_result(probe: Probe, outcome: Outcome, position: int = 1) -> EchoResult
             src_addr=with_zone(outcome.src, probe.addr) if "%" in probe.addr else outcome.src,
             dst_addr=format_ipv4(outcome.dst) if outcome.dst is not None else None,
             ttl=outcome.ttl,
+            tos=outcome.tos,
         ),
         icmp_type=outcome.icmp_type,
         icmp_code=outcome.icmp_code,

@@ -32,6 +32,8 @@ IPV6_RECVERR = 25
 IPV6_RECVHOPLIMIT = 51
 IPV6_HOPLIMIT = 52
 IPV6_UNICAST_HOPS = 16
+IP_RECVTOS = 13
+IPV6_RECVTCLASS = 66
 SO_TIMESTAMPNS = 35
 SCM_TIMESTAMPNS = SO_TIMESTAMPNS
 SO_TIMESTAMPING = 37
@@ -130,6 +132,7 @@ def _configure(
         tx_stamps = _set_timestamps(sock)
         if v6:
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVTCLASS, 1)  # the reply's traffic class
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_UNICAST_HOPS, ttl)
             if raw:
                 sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, icmp6_filter())
@@ -142,6 +145,7 @@ def _configure(
             else:
                 sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
                 sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+                sock.setsockopt(socket.IPPROTO_IP, IP_RECVTOS, 1)  # raw sockets read it in the header
         if source is not None or not raw:
             # A ping socket's identifier is its port: bind now so getsockname() tells it before any send.
             sock.bind((source or ("::" if v6 else "0.0.0.0"), 0))
