@@ -198,13 +198,22 @@ class FakeEngine:
         payload_size: int,
         timeout_ns: int,
         sink: Any,
+        options: Any = None,
     ) -> int:
         return self.send_many(targets, tags, ttl, payload_size, timeout_ns, sink)
 
     paced = False
 
     async def send(
-        self, target: Any, *, ttl: int, payload_size: int, timeout: float, sink: Any, tag: int = 0
+        self,
+        target: Any,
+        *,
+        ttl: int,
+        payload_size: int,
+        timeout: float,
+        sink: Any,
+        tag: int = 0,
+        options: Any = None,
     ) -> Any:
         return self._answer(target, sink, tag, None)
 

@@ -34,6 +34,7 @@ from ._models import (
     Target,
     TracerouteResult,
 )
+from ._pmtu import PathMtu
 from ._sync import Client
 
 __version__ = "0.1.0"
@@ -58,6 +59,7 @@ __all__ = [
     "MtrHop",
     "MtrReport",
     "NameResolutionError",
+    "PathMtu",
     "PingStats",
     "RawSocketPermissionError",
     "ReceivedPacket",

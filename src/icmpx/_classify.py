@@ -63,6 +63,8 @@ _SCM_TIMESTAMPING = 37
 _IP_TTL = (0, 2)
 _IPV6_HOPLIMIT = (41, 52)
 _RECVERR = ((0, 11), (41, 25))
+_IP_TOS = (0, 1)
+_IPV6_TCLASS = (41, 67)
 ORIGIN_ICMP = 2
 ORIGIN_ICMP6 = 3
 ORIGIN_TIMESTAMPING = 4
@@ -112,6 +114,8 @@ class Answer(NamedTuple):
     size: int
     mpls: tuple[MplsLabel, ...] = ()
     weak: bool = False
+    mtu: int | None = None
+    tos: int | None = None
 
     def outcome(self, rtt_ms: float) -> Outcome:
         return Outcome(rtt_ms, *self[1:])
@@ -169,13 +173,15 @@ _COUNTED_IN: dict[Verdict, tuple[str, ...]] = {
 
 def read_controls(
     ancdata: Iterable[tuple[int, int, bytes]], offset: int
-) -> tuple[int, int | None, bytes | None]:
-    """``(rx_ns, reply_ttl, extended_error)`` from a datagram's control messages: the kernel's receive time
-    converted to the monotonic clock by ``offset`` (0 when there is none), the reply's TTL / hop limit, and
-    a ``sock_extended_err`` with what follows it (error-queue entries)."""
+) -> tuple[int, int | None, bytes | None, int | None]:
+    """``(rx_ns, reply_ttl, extended_error, reply_tos)`` from a datagram's control messages: the kernel's
+    receive time converted to the monotonic clock by ``offset`` (0 when there is none), the reply's TTL / hop
+    limit, a ``sock_extended_err`` with what follows it (error-queue entries), and the reply's TOS byte /
+    traffic class (``IP_RECVTOS`` / ``IPV6_RECVTCLASS``)."""
     rx_ns = 0
     ttl: int | None = None
     extended: bytes | None = None
+    tos: int | None = None
     for level, kind, cdata in ancdata:
         if level == _SOL_SOCKET and kind in (_SCM_TIMESTAMPING, _SCM_TIMESTAMPNS):
             if len(cdata) >= _TIMESPEC.size:
@@ -187,7 +193,11 @@ def read_controls(
                 ttl = _NATIVE_INT.unpack_from(cdata)[0]
         elif (level, kind) in _RECVERR:
             extended = cdata
-    return rx_ns, ttl, extended
+        elif (level, kind) == _IP_TOS and cdata:
+            tos = cdata[0]  # one byte
+        elif (level, kind) == _IPV6_TCLASS and len(cdata) >= _NATIVE_INT.size:
+            tos = _NATIVE_INT.unpack_from(cdata)[0]
+    return rx_ns, ttl, extended, tos
 
 
 def offender(sockaddr: bytes) -> str | None:
@@ -199,6 +209,13 @@ def offender(sockaddr: bytes) -> str | None:
         return format_ipv4(sockaddr[4:8])
     if family == _AF_INET6 and len(sockaddr) >= 24:
         return format_ipv6(sockaddr[8:24])
+    return None
+
+
+def _next_hop_mtu(v6: bool, icmp_type: int, code: int, info: int) -> int | None:
+    """The MTU a Fragmentation Needed (RFC 1191) or Packet Too Big (RFC 8201) message reports."""
+    if (icmp_type == 2) if v6 else (icmp_type == 3 and code == 4):
+        return info or None  # 0: a pre-RFC 1191 router that does not say
     return None
 
 
@@ -227,8 +244,10 @@ class Classifier:
 
     # ------------------------------------------------------------------------------------- datagrams
 
-    def packet(self, data: bytes, src: str | None, rx_ns: int, reply_ttl: int | None) -> Decision:
-        """A datagram as the socket returned it, with its source address, receive time and reply TTL."""
+    def packet(
+        self, data: bytes, src: str | None, rx_ns: int, reply_ttl: int | None, reply_tos: int | None = None
+    ) -> Decision:
+        """A datagram as the socket returned it, with its source address, receive time, reply TTL and TOS."""
         start = 0
         dst: bytes | None = None
         if self.has_ip_header:
@@ -236,6 +255,7 @@ class Classifier:
                 return Verdict.MALFORMED, None, None
             start = (data[0] & 0x0F) * 4
             reply_ttl = data[8]
+            reply_tos = data[1]
             dst = data[16:20]
         if len(data) < start + 8 or src is None:
             return Verdict.MALFORMED, None, None
@@ -243,9 +263,9 @@ class Classifier:
             return Verdict.BAD_CHECKSUM, None, None
         icmp_type, icmp_code, _cs, ident, seq = ECHO_HEADER.unpack_from(data, start)
         if icmp_type == self.echo_reply:
-            return self._reply(data, start, ident, seq, src, dst, rx_ns, reply_ttl, icmp_code)
+            return self._reply(data, start, ident, seq, src, dst, rx_ns, reply_ttl, icmp_code, reply_tos)
         if icmp_type in self.error_types:
-            return self._error(data, start, src, dst, rx_ns, reply_ttl)
+            return self._error(data, start, src, dst, rx_ns, reply_ttl, reply_tos)
         return Verdict.FOREIGN, None, None
 
     def _reply(
@@ -259,6 +279,7 @@ class Classifier:
         rx_ns: int,
         reply_ttl: int | None,
         icmp_code: int,
+        reply_tos: int | None = None,
     ) -> Decision:
         table = self.table
         if not table.owns(ident):
@@ -270,15 +291,25 @@ class Classifier:
             return self._unmatched(key, payload), None, None
         if data[start + 8 : start + 8 + len(probe.signature)] != probe.signature:
             return self._unmatched(key, payload, pending=True), None, None
-        if src.partition("%")[0] != probe.addr:
+        if src != probe.addr and src.partition("%")[0] != probe.addr.partition("%")[0]:
             return Verdict.FOREIGN, None, None
-        answer = Answer(rx_ns, None, src, dst, reply_ttl, self.echo_reply, icmp_code, len(data) - start)
+        size = len(data) - start
+        answer = Answer(
+            rx_ns, None, src, dst, reply_ttl, self.echo_reply, icmp_code, size, (), False, None, reply_tos
+        )
         if rx_ns > probe.deadline_ns:
             return Verdict.LATE, probe, answer
         return Verdict.REPLY, probe, answer
 
     def _error(
-        self, data: bytes, start: int, src: str, dst: bytes | None, rx_ns: int, reply_ttl: int | None
+        self,
+        data: bytes,
+        start: int,
+        src: str,
+        dst: bytes | None,
+        rx_ns: int,
+        reply_ttl: int | None,
+        reply_tos: int | None = None,
     ) -> Decision:
         try:
             message = parse_icmp(data[start:], v6=self.v6)
@@ -299,6 +330,9 @@ class Classifier:
             message.code,
             message.size,
             message.mpls,
+            False,
+            _next_hop_mtu(self.v6, message.type, message.code, message.info),
+            reply_tos,
         )
         v6 = self.v6
 
@@ -330,6 +364,9 @@ class Classifier:
             ee_type,
             ee_code,
             len(data),
+            (),
+            False,
+            _next_hop_mtu(self.v6, ee_type, ee_code, _info),
         )
         v6 = self.v6
 
@@ -362,7 +399,7 @@ class Classifier:
         probe = table.get(key)
         if probe is None or probe.done:
             return self._unmatched(key, payload[:SIGNATURE_SIZE]), None, None
-        if quoted_dst.partition("%")[0] != probe.addr:
+        if quoted_dst != probe.addr and quoted_dst.partition("%")[0] != probe.addr.partition("%")[0]:
             return Verdict.FOREIGN, None, None
         signature = probe.signature
         if len(payload) >= len(signature):

@@ -7,7 +7,7 @@ import socket
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 import anyio.abc
@@ -25,8 +25,12 @@ from ._models import (
     Target,
     TracerouteResult,
 )
+from ._options import ProbeOptions, check_options, merge_options
 from ._resolve import ReverseResolver, normalize_family, resolve
 from ._wire import MAX_PAYLOAD
+
+if TYPE_CHECKING:
+    from ._pmtu import PathMtu
 
 # The operations (_ping, _traceroute, _multiping, _mtr) are imported where they run: a command-line
 # call loads only the one it uses (start-up time, see bench/README.md).
@@ -110,6 +114,12 @@ class AsyncClient:
             (RFC 792 asks routers for only the IP header and 8 bytes), matched on identifier, sequence and
             checksum; their results say ``weak=True`` (default True). ``False`` drops them (counted in
             `EngineStats.refused`): a router that quotes so little then looks silent.
+        interface: Default interface to send out of (see `ping`); each call may override it.
+        tos: Default TOS byte / traffic class, 0–255 (see `ping`).
+        dont_fragment: Default DF mode (see `ping`).
+        mark: Default firewall mark, raw sockets only (see `ping`). Such options ride on each packet, so
+            calls with different options still share the family's socket (IPv4's ``dont_fragment``
+            excepted: one more socket per mode).
 
     Raises:
         ValueError: An argument is out of range (``TypeError`` for one of the wrong type).
@@ -126,6 +136,10 @@ class AsyncClient:
         payload_size: int = 56,
         rate: float | None = None,
         accept_weak: bool = True,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> None:
         self.timeout = check_timeout(timeout)
         if privileged not in (None, True, False):
@@ -137,6 +151,7 @@ class AsyncClient:
         self.payload_size = check_payload(payload_size, v6=True)
         self.rate = check_rate(rate)
         self.accept_weak = bool(accept_weak)
+        self._options = check_options(interface=interface, tos=tos, dont_fragment=dont_fragment, mark=mark)
         self._engine: Engine | None = None
         self._task_group: TaskGroup | None = None
         self._host: int | None = None  # the task that entered the task group (only it may leave it)
@@ -305,6 +320,11 @@ class AsyncClient:
         timeout: float | None = None,
         payload_size: int | None = None,
         family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> EchoResult:
         """Send one echo request at ``ttl`` and return its `EchoResult`.
 
@@ -317,6 +337,11 @@ class AsyncClient:
             timeout: Seconds to wait for the answer (default: the client's).
             payload_size: Payload bytes (default: the client's).
             family: 4 or 6 for a name that resolves to both.
+            source: As for `ping`.
+            interface: As for `ping`.
+            tos: As for `ping`.
+            dont_fragment: As for `ping`.
+            mark: As for `ping`.
 
         Returns:
             The outcome: an echo reply, an ICMP error or ``error="timeout"``.
@@ -334,6 +359,11 @@ class AsyncClient:
             timeout=timeout,
             payload_size=payload_size,
             family=family,
+            source=source,
+            interface=interface,
+            tos=tos,
+            dont_fragment=dont_fragment,
+            mark=mark,
         )
         return results[0]
 
@@ -347,6 +377,11 @@ class AsyncClient:
         ttl: int | None = None,
         payload_size: int | None = None,
         family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> list[EchoResult]:
         """Ping ``host`` ``count`` times, ``interval`` seconds apart; results in sequence order.
 
@@ -361,9 +396,16 @@ class AsyncClient:
             ttl: TTL / hop limit (default: the client's).
             payload_size: Payload bytes (default: the client's).
             family: 4 or 6 for a name that resolves to both.
+            source: Source address of these echoes (``IP_PKTINFO``; must be this host's, of the
+                target's family).
+            interface: Send out of this interface (by name; the ifindex of ``IP_PKTINFO``).
+            tos: TOS byte (IPv4) / traffic class (IPv6), 0–255, e.g. ``0xb8`` for DSCP EF.
+            dont_fragment: ``True``/``"do"`` never fragment (DF), ``False``/``"dont"`` allow it,
+                ``"want"`` the kernel's default.
+            mark: Firewall mark (``SO_MARK``) for policy routing; raw sockets only.
 
         Returns:
-            One `EchoResult` per echo, in sending order.
+            One `EchoResult` per echo, in sending order (each request records the options used).
 
         Raises:
             NameResolutionError: ``host`` does not resolve.
@@ -379,6 +421,11 @@ class AsyncClient:
                 ttl=ttl,
                 payload_size=payload_size,
                 family=family,
+                source=source,
+                interface=interface,
+                tos=tos,
+                dont_fragment=dont_fragment,
+                mark=mark,
             )
         ) as results:
             return [result async for result in results]
@@ -393,6 +440,11 @@ class AsyncClient:
         ttl: int | None = None,
         payload_size: int | None = None,
         family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> AsyncGenerator[EchoResult, None]:
         """Like `ping`, but yields each result as soon as it and the ones before it are known.
 
@@ -407,17 +459,25 @@ class AsyncClient:
         options = self._echo_options(count=count, interval=interval, timeout=timeout, ttl=ttl)
         size = self.payload_size if payload_size is None else check_int(payload_size, "payload_size", 0)
         normalize_family(family)
-        return self._iter_ping(host, family, size, options)
+        asked = self._probe_options(source, interface, tos, dont_fragment, mark)
+        return self._iter_ping(host, family, size, options, asked)
 
     async def _iter_ping(
-        self, host: str, family: int | None, size: int, options: dict[str, Any]
+        self,
+        host: str,
+        family: int | None,
+        size: int,
+        options: dict[str, Any],
+        asked: ProbeOptions | None,
     ) -> AsyncGenerator[EchoResult, None]:
         from ._ping import iter_series
 
         engine = self._require_engine()
         target = await resolve(host, family)
         check_payload(size, target.v6)
-        async with aclosing(iter_series(engine, target, payload_size=size, **options)) as series:
+        send_options = await engine.send_options(asked, target.v6)
+        series = iter_series(engine, target, payload_size=size, options=send_options, **options)
+        async with aclosing(series):
             async for result in series:
                 yield result
 
@@ -433,6 +493,11 @@ class AsyncClient:
         paris: bool = True,
         payload_size: int | None = None,
         family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> TracerouteResult:
         """Trace the path to ``host``: one `Hop` per TTL from ``first_hop`` to the destination.
 
@@ -453,6 +518,11 @@ class AsyncClient:
             paris: Keep every probe on one path through per-flow load balancers (default True).
             payload_size: Payload bytes (default: the client's).
             family: 4 or 6 for a name that resolves to both.
+            source: As for `ping`.
+            interface: As for `ping`.
+            tos: As for `ping`.
+            dont_fragment: As for `ping`.
+            mark: As for `ping`.
 
         Returns:
             The hops from ``first_hop`` to the destination (or ``max_hops``), silent ones included.
@@ -464,12 +534,14 @@ class AsyncClient:
         """
         options = self._trace_options(max_hops, first_hop, probes, timeout, resolve_dns, paris, payload_size)
         normalize_family(family)
+        asked = self._probe_options(source, interface, tos, dont_fragment, mark)
         engine = self._require_engine()
         target = await resolve(host, family)
         check_payload(options["payload_size"], target.v6)
+        send_options = await engine.send_options(asked, target.v6)
         from ._traceroute import traceroute
 
-        return await traceroute(engine, target, **options)
+        return await traceroute(engine, target, options=send_options, **options)
 
     def iter_traceroute(
         self,
@@ -483,6 +555,11 @@ class AsyncClient:
         paris: bool = True,
         payload_size: int | None = None,
         family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> AsyncGenerator[Hop, None]:
         """Like `traceroute`, but yields each `Hop` as soon as it and every hop below it are complete.
 
@@ -495,17 +572,19 @@ class AsyncClient:
         """
         options = self._trace_options(max_hops, first_hop, probes, timeout, resolve_dns, paris, payload_size)
         normalize_family(family)
-        return self._iter_traceroute(host, family, options)
+        asked = self._probe_options(source, interface, tos, dont_fragment, mark)
+        return self._iter_traceroute(host, family, options, asked)
 
     async def _iter_traceroute(
-        self, host: str, family: int | None, options: dict[str, Any]
+        self, host: str, family: int | None, options: dict[str, Any], asked: ProbeOptions | None
     ) -> AsyncGenerator[Hop, None]:
         from ._traceroute import iter_hops
 
         engine = self._require_engine()
         target = await resolve(host, family)
         check_payload(options["payload_size"], target.v6)
-        async with aclosing(iter_hops(engine, target, **options)) as hops:
+        send_options = await engine.send_options(asked, target.v6)
+        async with aclosing(iter_hops(engine, target, options=send_options, **options)) as hops:
             async for hop in hops:
                 yield hop
 
@@ -535,6 +614,55 @@ class AsyncClient:
             "resolver": self._reverse if dns else None,
         }
 
+    async def path_mtu(
+        self,
+        host: str,
+        *,
+        timeout: float | None = None,
+        max_hops: int = 30,
+        family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        mark: int | None = None,
+    ) -> PathMtu:
+        """The path MTU to ``host`` and the hop where it drops (tracepath's job).
+
+        Probes of many sizes go out at once with DF set, on one more socket of the family that ignores the
+        path MTU the kernel has cached (so a learnt or stale value never decides the answer): Fragmentation
+        Needed / Packet Too Big messages give the next-hop MTU; where a router drops large packets silently,
+        the sizes are bisected (one ``timeout`` per round). Then probes one byte too large go to every TTL
+        at once to find the router that stops them. A few rounds in all.
+
+        Args:
+            host: A name or an address literal.
+            timeout: Seconds each probe waits for its answer (default: the client's).
+            max_hops: Highest TTL searched for the hop, 1–255 (default 30).
+            family: 4 or 6 for a name that resolves to both.
+            source: As for `ping`.
+            interface: As for `ping`.
+            tos: As for `ping`.
+            mark: As for `ping`.
+
+        Returns:
+            A `PathMtu`: ``mtu`` in bytes (whole IP packets), ``hop`` / ``hop_addr`` the router before the
+            narrowest link, ``reported`` whether a router said so.
+
+        Raises:
+            NameResolutionError: ``host`` does not resolve.
+            ValueError: An argument is out of range.
+            ClientClosedError: The client is (or was, during the call) closed.
+        """
+        wait = self.timeout if timeout is None else check_timeout(timeout)
+        check_int(max_hops, "max_hops", 1, 255)
+        normalize_family(family)
+        asked = self._probe_options(source, interface, tos, None, mark)
+        engine = self._require_engine()
+        target = await resolve(host, family)
+        from ._pmtu import path_mtu
+
+        return await path_mtu(engine, target, timeout=wait, max_hops=max_hops, ttl=self.ttl, asked=asked)
+
     def mtr(
         self,
         host: str,
@@ -546,6 +674,11 @@ class AsyncClient:
         resolve_dns: bool | None = None,
         payload_size: int | None = None,
         family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> AsyncGenerator[MtrReport, None]:
         """Live per-hop statistics, as mtr shows them: an `MtrReport` after every cycle.
 
@@ -568,6 +701,11 @@ class AsyncClient:
             resolve_dns: Reverse DNS of the hops (default: the client's ``resolve_dns_default``).
             payload_size: Payload bytes (default: the client's).
             family: 4 or 6 for a name that resolves to both.
+            source: As for `ping`.
+            interface: As for `ping`.
+            tos: As for `ping`.
+            dont_fragment: As for `ping`.
+            mark: As for `ping`.
 
         Yields:
             One `MtrReport` per completed cycle, in cycle order, with the statistics so far.
@@ -585,7 +723,8 @@ class AsyncClient:
         size = self.payload_size if payload_size is None else check_payload(payload_size, v6=True)
         normalize_family(family)
         dns = self.resolve_dns_default if resolve_dns is None else bool(resolve_dns)
-        return self._mtr(host, family, cycles, every, max_hops, wait, size, dns)
+        asked = self._probe_options(source, interface, tos, dont_fragment, mark)
+        return self._mtr(host, family, cycles, every, max_hops, wait, size, dns, asked)
 
     async def _mtr(
         self,
@@ -597,12 +736,14 @@ class AsyncClient:
         timeout: float,
         size: int,
         dns: bool,
+        asked: ProbeOptions | None = None,
     ) -> AsyncGenerator[MtrReport, None]:
         from ._mtr import mtr
 
         engine = self._require_engine()
         target = await resolve(host, family)
         check_payload(size, target.v6)
+        send_options = await engine.send_options(asked, target.v6)
         reports = mtr(
             engine,
             target,
@@ -612,6 +753,7 @@ class AsyncClient:
             timeout=timeout,
             payload_size=size,
             resolver=self._reverse if dns else None,
+            options=send_options,
         )
         async with aclosing(reports):
             async for report in reports:
@@ -628,6 +770,11 @@ class AsyncClient:
         ttl: int | None = None,
         payload_size: int | None = None,
         family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> list[PingStats]:
         """Ping many targets ``count`` times each; one `PingStats` per target, in input order.
 
@@ -646,6 +793,12 @@ class AsyncClient:
             ttl: TTL / hop limit (default: the client's).
             payload_size: Payload bytes (default: the client's).
             family: 4 or 6 for names that resolve to both.
+            source: As for `ping`. (A sweep with options sends one ``sendmsg`` per probe instead of
+                ``sendmmsg`` batches.)
+            interface: As for `ping`.
+            tos: As for `ping`.
+            dont_fragment: As for `ping`.
+            mark: As for `ping`.
 
         Returns:
             One `PingStats` per target, in input order.
@@ -656,9 +809,10 @@ class AsyncClient:
         """
         hosts = self._hosts(targets)
         engine, options = self._sweep_options(count, interval, timeout, rate, ttl, payload_size, family)
+        asked = self._probe_options(source, interface, tos, dont_fragment, mark)
         from ._multiping import collect
 
-        return await collect(engine, hosts, **options)
+        return await collect(engine, hosts, options=asked, **options)
 
     def iter_multiping(
         self,
@@ -671,6 +825,11 @@ class AsyncClient:
         ttl: int | None = None,
         payload_size: int | None = None,
         family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> AsyncGenerator[PingStats, None]:
         """Like `multiping`, but yields each target's `PingStats` as soon as it is complete.
 
@@ -688,9 +847,10 @@ class AsyncClient:
         """
         hosts = self._hosts(targets)
         engine, options = self._sweep_options(count, interval, timeout, rate, ttl, payload_size, family)
+        asked = self._probe_options(source, interface, tos, dont_fragment, mark)
         from ._multiping import stream
 
-        return stream(engine, hosts, **options)
+        return stream(engine, hosts, options=asked, **options)
 
     def _sweep_options(
         self,
@@ -710,6 +870,20 @@ class AsyncClient:
         options["family"] = family
         normalize_family(family)
         return self._require_engine(), options
+
+    def _probe_options(
+        self,
+        source: str | None,
+        interface: str | None,
+        tos: int | None,
+        dont_fragment: bool | str | None,
+        mark: int | None,
+    ) -> ProbeOptions | None:
+        """A call's per-probe options over the client's defaults, checked (``ValueError`` before sending)."""
+        asked = check_options(
+            source=source, interface=interface, tos=tos, dont_fragment=dont_fragment, mark=mark
+        )
+        return merge_options(self._options, asked)
 
     @staticmethod
     def _hosts(targets: Iterable[str]) -> list[str]:

@@ -45,6 +45,7 @@ from ._classify import Classifier, Decision, Tally, Verdict
 from ._exceptions import ClientClosedError
 from ._matching import TIMEOUT, IdentSlot, Outcome, PendingTable, Probe, Sink
 from ._models import EngineStats, Target
+from ._options import ProbeOptions, SendOptions
 from ._pacing import Pacer
 from ._reader import Channel, open_reader
 from ._sending import SEND_BATCH, BatchSender, SendTimes
@@ -97,14 +98,30 @@ class Abortable(Protocol):
     def abort(self, exc: BaseException) -> None: ...
 
 
+class _Extra:
+    """One more socket of a family for probes whose options a control message cannot carry (IPv4's DF
+    bit, path MTU probes: ``IP_MTU_DISCOVER`` is per socket). A raw one only sends (the family's raw
+    socket reads every answer); a ping socket has its own identifier (a reserved slot) and reader."""
+
+    __slots__ = ("channel", "icmp", "slot")
+
+    def __init__(self, icmp: S.IcmpSocket, channel: Channel | None, slot: IdentSlot | None) -> None:
+        self.icmp = icmp
+        self.channel = channel
+        self.slot = slot
+
+
 class _Family:
-    __slots__ = ("channels", "classifier", "table", "v6")
+    __slots__ = ("channels", "classifier", "extras", "table", "v6")
 
     def __init__(self, v6: bool, table: PendingTable, classifier: Classifier) -> None:
         self.v6 = v6
         self.channels: list[Channel] = []
         self.table = table
         self.classifier = classifier
+        self.extras: dict[tuple[int | None, str | None], _Extra] = {}
+        """Extra sockets by (``IP_MTU_DISCOVER`` mode, bound address), opened on first use
+        (`Engine.open_extra`)."""
 
 
 class Engine:
@@ -128,6 +145,7 @@ class Engine:
         self._cookie = os.urandom(COOKIE_SIZE)
         self._families: dict[bool, _Family] = {}
         self._opening: dict[bool, anyio.Event] = {}
+        self._opening_extras: dict[tuple[bool, tuple[int | None, str | None]], anyio.Event] = {}
         self.tally = Tally()
         self._closed = False
         self._timer_scope: anyio.CancelScope | None = None
@@ -150,6 +168,7 @@ class Engine:
     def stats(self) -> EngineStats:
         t = self.tally
         channels = [ch for fam in self._families.values() for ch in fam.channels]
+        send_only = [x.icmp for fam in self._families.values() for x in fam.extras.values() if not x.channel]
         return EngineStats(
             sent=t.sent,
             replies=t.replies,
@@ -163,8 +182,8 @@ class Engine:
             malformed=t.malformed,
             notices=t.notices,
             pending=sum(len(fam.table) for fam in self._families.values()),
-            sockets=len(channels),
-            socket_kinds=tuple(ch.icmp.kind for ch in channels),
+            sockets=len(channels) + len(send_only),
+            socket_kinds=tuple(icmp.kind for icmp in [*(ch.icmp for ch in channels), *send_only]),
             bad_checksum=t.bad_checksum,
             weak=t.weak,
             refused=t.refused,
@@ -185,16 +204,20 @@ class Engine:
         sink: Sink,
         tag: Any = None,
         checksum: int | None = None,
+        options: SendOptions | None = None,
     ) -> Probe:
         """Send one echo request; its outcome reaches ``sink.deliver`` exactly once (unless discarded).
 
         ``checksum`` keeps the ICMP checksum at that value (Paris traceroute), payload size permitting.
-        Paced by the client's rate; waits while the kernel's send buffer is full.
+        ``options`` (from `send_options`, for the target's family) ride on the packet. Paced by the
+        client's rate; waits while the kernel's send buffer is full.
         """
         if self._closed:
             raise ClientClosedError("the client is closed")
         if target.v6 not in self._families:
             await self.open(target.v6)
+        if options is not None and options.extra is not None:
+            await self.open_extra(target.v6, options.extra)
         # Every await comes before the probe exists: a caller cancelled here leaves nothing behind.
         if self._pacer is not None:
             await self._pacer.wait()
@@ -207,7 +230,7 @@ class Engine:
         while True:
             if self._closed:
                 raise ClientClosedError("the client is closed")
-            probe = self.send_nowait(target, ttl, payload_size, timeout_ns, sink, tag, checksum)
+            probe = self.send_nowait(target, ttl, payload_size, timeout_ns, sink, tag, checksum, options)
             if probe is not None:
                 return probe
             await anyio.sleep(0.0005)  # the send buffer is full: let the kernel drain it
@@ -221,16 +244,27 @@ class Engine:
         sink: Sink,
         tag: Any = None,
         checksum: int | None = None,
+        options: SendOptions | None = None,
     ) -> Probe | None:
         """Send now, without pacing; ``None`` when the kernel's buffer is full (nothing was registered:
-        wait a little and call again). The family's socket must be open (`open`). Callers must yield to
-        the loop now and then so the reader can drain replies."""
+        wait a little and call again). The family's socket (and ``options``' extra socket, if it needs
+        one) must be open (`open`, `open_extra`). Callers must yield to the loop now and then so the
+        reader can drain replies."""
         if self._closed:
             raise ClientClosedError("the client is closed")
         fam = self._family(target.v6)
         table = fam.table
-        slot, seq = table.allocate()
-        channel: Channel = slot.channel
+        if options is None:
+            slot, seq = table.allocate()
+            channel: Channel = slot.channel
+            sock = channel.sock
+            cmsgs = _NO_CMSGS if ttl == channel.icmp.default_ttl else [S.ttl_cmsg(fam.v6, ttl)]
+        else:
+            picked = self._optioned(fam, options)
+            if picked is None:
+                return None  # the extra socket's identifier is full: like a full buffer, wait
+            slot, seq, channel, sock = picked
+            cmsgs = [S.ttl_cmsg(fam.v6, ttl), *options.cmsgs]
         token = table.random.token()
         template = self._templates.get((fam.v6, payload_size)) or self._template(fam.v6, payload_size)
         packet = template.build(slot.ident, seq, token, self._cookie)
@@ -241,15 +275,16 @@ class Engine:
         )
         probe.packed = _packed(target)
         probe.csum = sent_sum(packet, v6=True) if fam.v6 else (packet[2] << 8) | packet[3]
-        cmsgs = _NO_CMSGS if ttl == channel.icmp.default_ttl else [S.ttl_cmsg(fam.v6, ttl)]
+        if options is not None:
+            probe.options = options.asked
         notices = 0
         while True:
             probe.sent_ns = time.monotonic_ns()
             try:
                 if cmsgs:
-                    channel.sock.sendmsg([packet], cmsgs, 0, target.sockaddr)
+                    sock.sendmsg([packet], cmsgs, 0, target.sockaddr)
                 else:
-                    channel.sock.sendto(packet, target.sockaddr)
+                    sock.sendto(packet, target.sockaddr)
                 break
             except (BlockingIOError, InterruptedError):
                 return None
@@ -275,6 +310,23 @@ class Engine:
         self._wake_timer(deadline)  # once per earlier deadline: later sends have later deadlines
         return probe
 
+    @staticmethod
+    def _optioned(fam: _Family, options: SendOptions) -> tuple[IdentSlot, int, Channel, socket.socket] | None:
+        """Key, reading channel and sending socket of a probe with options."""
+        if options.extra is None:
+            slot, seq = fam.table.allocate()
+            return slot, seq, slot.channel, slot.channel.sock
+        extra = fam.extras[options.extra]
+        if extra.slot is None:
+            # A raw extra socket only sends: the family's raw socket reads the answers.
+            slot, seq = fam.table.allocate()
+            return slot, seq, slot.channel, extra.icmp.sock
+        drawn = fam.table.allocate_in(extra.slot)
+        if drawn is None:
+            return None
+        assert extra.channel is not None
+        return extra.slot, drawn, extra.channel, extra.icmp.sock
+
     def send_many(
         self,
         targets: list[Target],
@@ -283,13 +335,14 @@ class Engine:
         payload_size: int,
         timeout_ns: int,
         sink: Sink,
+        options: SendOptions | None = None,
     ) -> int:
         """Send one probe to each target (tagged by ``tags``) in one loop, unpaced. Returns how many were
         dealt with: fewer than asked when the kernel's buffer filled (call again later with the rest)."""
         sent = 0
         first_deadline = 0
         for target, tag in zip(targets, tags, strict=True):
-            probe = self.send_nowait(target, ttl, payload_size, timeout_ns, sink, tag)
+            probe = self.send_nowait(target, ttl, payload_size, timeout_ns, sink, tag, None, options)
             if probe is None:
                 break
             if not first_deadline and probe.deadline_ns:
@@ -305,27 +358,36 @@ class Engine:
         payload_size: int,
         timeout_ns: int,
         sink: Sink,
+        options: SendOptions | None = None,
     ) -> int:
         """Send one probe to each of the first targets (tagged by ``tags``), unpaced; returns how many were
         dealt with (sent, or failed with their sink told): call again with the rest. The sweep's hot path.
 
-        Where it can, a run goes in one ``sendmmsg`` from a worker thread (`BatchSender`); otherwise one
-        ``sendto`` each, through `send_many`. Forget the probes with `discard_sink`.
+        Where it can, a run goes in one ``sendmmsg`` from a worker thread (`BatchSender`); otherwise (and
+        always with ``options``, which the batch does not carry) one ``sendmsg`` each, through `send_many`.
+        Forget the probes with `discard_sink`.
         """
         if self._closed:
             raise ClientClosedError("the client is closed")
         fam = await self.open(targets[0].v6)
         channel = fam.channels[0]
         template = self._templates.get((fam.v6, payload_size)) or self._template(fam.v6, payload_size)
-        prepared = self._sender.prepare(
-            channel, fam.table, template, targets, tags, ttl, payload_size, timeout_ns, sink
-        )
-        if prepared is None:
-            for v6 in {target.v6 for target in targets[:SEND_BATCH]}:
-                await self.open(v6)  # the run may hold both families
-            done = self.send_many(
-                targets[:SEND_BATCH], tags[:SEND_BATCH], ttl, payload_size, timeout_ns, sink
+        prepared = None
+        if options is None:
+            prepared = self._sender.prepare(
+                channel, fam.table, template, targets, tags, ttl, payload_size, timeout_ns, sink
             )
+        elif options.extra is not None:
+            await self.open_extra(fam.v6, options.extra)
+        if prepared is None:
+            count = min(len(targets), SEND_BATCH)
+            if options is not None:
+                # Options are for one family: the leading run of targets of that family.
+                count = next((i for i, t in enumerate(targets[:count]) if t.v6 is not fam.v6), count)
+            else:
+                for v6 in {target.v6 for target in targets[:count]}:
+                    await self.open(v6)  # the run may hold both families
+            done = self.send_many(targets[:count], tags[:count], ttl, payload_size, timeout_ns, sink, options)
             if done:
                 await anyio.lowlevel.checkpoint()  # let the reader drain replies between batches
             else:
@@ -419,6 +481,9 @@ class Engine:
         for fam in self._families.values():
             for ch in fam.channels:
                 self._sender.close(ch)
+            for extra in fam.extras.values():
+                if extra.channel is None:
+                    extra.icmp.close()  # send-only: never in a batch
 
     async def run_timer(self) -> None:
         """The timer task: deliver timeouts at each deadline (started by the client)."""
@@ -534,6 +599,61 @@ class Engine:
                 raise
         finally:
             del self._opening[v6]
+            opened.set()
+
+    async def send_options(self, options: ProbeOptions | None, v6: bool) -> SendOptions | None:
+        """``options`` tied to the family's socket (opened if need be), any extra socket they need opened:
+        ``ValueError`` for what this socket cannot do, before anything is sent. None for no options."""
+        if options is None:
+            return None
+        fam = await self.open(v6)
+        icmp = fam.channels[0].icmp
+        built = SendOptions.build(options, v6=v6, raw=icmp.raw, kind="raw" if icmp.raw else "ping (dgram)")
+        if built.extra is not None:
+            await self.open_extra(v6, built.extra)
+        return built
+
+    async def open_extra(self, v6: bool, which: tuple[int | None, str | None]) -> _Extra:
+        """The family's extra socket ``which`` = (``IP_MTU_DISCOVER`` / ``IPV6_MTU_DISCOVER`` mode or None,
+        address to bind or None), opened on first use (see `_Extra`), of the same kind as the family's."""
+        fam = await self.open(v6)
+        extra = fam.extras.get(which)
+        if extra is not None:
+            return extra
+        key = (v6, which)
+        while (opening := self._opening_extras.get(key)) is not None:
+            await opening.wait()
+            extra = fam.extras.get(which)
+            if extra is not None:
+                return extra
+        if self._closed:
+            raise ClientClosedError("the client is closed")
+        opened = self._opening_extras[key] = anyio.Event()
+        mode, bind = which
+        try:
+            raw = fam.channels[0].icmp.raw
+            icmp = S.open_icmp_socket(
+                v6=v6, privileged=raw, source=bind or self._source, ttl=self._default_ttl, warm_up=False
+            )
+            try:
+                if mode is not None:
+                    S.set_pmtu_mode(icmp.sock, v6=v6, mode=mode)
+                if icmp.raw:
+                    S.receive_nothing(icmp.sock)
+                    extra = _Extra(icmp, None, None)
+                else:
+                    assert icmp.ident is not None
+                    channel = self._start_channel(fam, icmp)
+                    slot = IdentSlot(icmp.ident, channel)
+                    fam.table.add_slot(slot, reserved=True)
+                    extra = _Extra(icmp, channel, slot)
+            except BaseException:
+                icmp.close()
+                raise
+            fam.extras[which] = extra
+            return extra
+        finally:
+            del self._opening_extras[key]
             opened.set()
 
     def _install(self, v6: bool, icmp: S.IcmpSocket) -> _Family:

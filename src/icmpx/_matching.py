@@ -57,6 +57,10 @@ class Outcome(NamedTuple):
     mpls: tuple[MplsLabel, ...] = ()
     weak: bool = False
     """An ICMP error matched on a short quote (identifier, sequence and checksum; see `Verdict.WEAK`)."""
+    mtu: int | None = None
+    """The next-hop MTU of a Fragmentation Needed / Packet Too Big message."""
+    tos: int | None = None
+    """The answer's TOS byte / traffic class, where the kernel reports it."""
 
 
 TIMEOUT = Outcome(rtt_ms=None, error="timeout")
@@ -87,6 +91,7 @@ class Probe:
         "done",
         "ident",
         "key",
+        "options",
         "packed",
         "payload_size",
         "sent_ns",
@@ -135,6 +140,8 @@ class Probe:
         """The destination as ``inet_pton`` writes it (the reader's fast path compares replies to it)."""
         self.csum = csum
         """`_wire.sent_sum` of the request (-1: unknown): what a short quote's checksum must show."""
+        self.options: Any = None
+        """The call's `_options.ProbeOptions` (None: none asked), reported on the result."""
 
     def __repr__(self) -> str:
         return f"<Probe {self.addr} ident={self.ident} seq={self.seq} ttl={self.ttl} done={self.done}>"
@@ -238,9 +245,18 @@ class PendingTable:
     def owns(self, ident: int) -> bool:
         return ident in self._slot_by_ident
 
-    def add_slot(self, slot: IdentSlot) -> None:
-        self._slots.append(slot)
+    def add_slot(self, slot: IdentSlot, *, reserved: bool = False) -> None:
+        """Own ``slot``'s identifier. A *reserved* slot (a socket with its own options, see
+        `Engine.open_extra`) is never handed out by `allocate`: only by `allocate_in`."""
+        if not reserved:
+            self._slots.append(slot)
         self._slot_by_ident[slot.ident] = slot
+
+    def allocate_in(self, slot: IdentSlot) -> int | None:
+        """A free random sequence of ``slot``'s identifier; None while all 65,536 are in flight."""
+        if slot.in_flight >= SEQ_SPACE:
+            return None
+        return self._draw(slot, 1)[0]
 
     def allocate(self) -> tuple[IdentSlot, int]:
         """A free (identifier, random sequence); a new identifier only when every one we have is full."""
@@ -259,11 +275,14 @@ class PendingTable:
         """Up to ``count`` distinct free random sequences of one identifier (at least one; fewer when it fills
         up), for a batch. Register each with `add` (or `add_run`) before allocating again."""
         slot = self._free_slot()
+        return slot, self._draw(slot, count)
+
+    def _draw(self, slot: IdentSlot, count: int) -> list[int]:
         probes = self._probes
         base = slot.ident << 16
         room = min(count, SEQ_SPACE - slot.in_flight)
         if slot.in_flight + room > _CROWDED:
-            return slot, self._draw_crowded(slot, room)
+            return self._draw_crowded(slot, room)
         # Each a random draw, moved on to the next free sequence when that one is taken (in flight, or
         # already in this run): O(1) each while the identifier is far from full.
         seqs: dict[int, None] = {}
@@ -271,7 +290,7 @@ class PendingTable:
             while (base | seq) in probes or seq in seqs:
                 seq = (seq + 1) & 0xFFFF
             seqs[seq] = None
-        return slot, list(seqs)
+        return list(seqs)
 
     def _draw_crowded(self, slot: IdentSlot, room: int) -> list[int]:
         """``room`` random free sequences of an identifier that is filling up: drawn from a list of the

@@ -20,6 +20,7 @@ import anyio
 
 from ._engine import Engine
 from ._models import MtrHop, MtrReport, Target
+from ._options import SendOptions
 from ._resolve import ReverseResolver
 from ._stats import RttAccumulator, loss_pct
 from ._traceroute import Signal, TraceRound, paris_checksum, reverse_names
@@ -123,6 +124,7 @@ async def mtr(
     timeout: float,
     payload_size: int,
     resolver: ReverseResolver | None,
+    options: SendOptions | None = None,
 ) -> AsyncGenerator[MtrReport, None]:
     session = _Session(target, max_hops)
     checksum = paris_checksum()  # one flow for the whole session: every cycle follows the same path
@@ -151,7 +153,13 @@ async def mtr(
                     trace = TraceRound(target, session.probe_ttls(), 1, signal)
                     in_flight.append(trace)
                     started += 1
-                    await trace.send(engine, timeout=timeout, payload_size=payload_size, checksum=checksum)
+                    await trace.send(
+                        engine,
+                        timeout=timeout,
+                        payload_size=payload_size,
+                        checksum=checksum,
+                        options=options,
+                    )
                     continue
                 for trace in in_flight:
                     trace.check()

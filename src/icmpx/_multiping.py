@@ -22,6 +22,7 @@ from ._engine import Engine
 from ._exceptions import NameResolutionError
 from ._matching import Outcome, Probe
 from ._models import DEFAULT_SWEEP_RATE, PingStats, PingStatsRow, Target
+from ._options import ProbeOptions, SendOptions
 from ._pacing import Pacer
 from ._resolve import normalize_family, resolve, resolve_literal
 from ._stats import RttAccumulator
@@ -56,8 +57,11 @@ class _Sweep:
         timeout: float,
         rate: float | None,
         stream: bool,
+        options: dict[bool, SendOptions] | None = None,
     ) -> None:
         self.engine = engine
+        self.options = options
+        """Per family (True: IPv6), when the call has options; they keep it off the batch path."""
         self.hosts = hosts
         self.targets = targets
         self.count = count
@@ -162,6 +166,7 @@ class _Sweep:
                     timeout=self.timeout_ns / 1e9,
                     sink=self,
                     tag=index,
+                    options=self.options[target.v6] if self.options else None,
                 )
                 self.check()
                 yield
@@ -172,8 +177,9 @@ class _Sweep:
             chunk = live[position : position + _BATCH]
             batch: list[Target] = [targets[i] for i in chunk]  # type: ignore[misc]
             # Yields to the reader (or waits out a full send buffer) inside.
+            options = self.options[batch[0].v6] if self.options else None
             position += await engine.send_batch(
-                batch, chunk, self.ttl, self.payload_size, self.timeout_ns, self
+                batch, chunk, self.ttl, self.payload_size, self.timeout_ns, self, options
             )
             self.check()
             yield
@@ -278,8 +284,17 @@ async def _prepare(
     rate: float | None,
     family: int | None,
     stream: bool,
+    options: ProbeOptions | None,
 ) -> tuple[_Sweep, dict[int, str]]:
     targets, errors = await _resolve_all(hosts, family)
+    by_family: dict[bool, SendOptions] | None = None
+    if options is not None:
+        # Checked for each family the sweep sends to, before anything is sent.
+        by_family = {}
+        for v6 in sorted({t.v6 for t in targets if t is not None}):
+            built = await engine.send_options(options, v6)
+            assert built is not None
+            by_family[v6] = built
     if payload_size > MAX_PAYLOAD[False] and any(t is not None and not t.v6 for t in targets):
         # Checked per family once the addresses are known, before anything is sent.
         raise ValueError(
@@ -295,6 +310,7 @@ async def _prepare(
         timeout=timeout,
         rate=rate,
         stream=stream,
+        options=by_family,
     )
     return sweep, errors
 
@@ -310,6 +326,7 @@ async def collect(
     payload_size: int,
     rate: float | None,
     family: int | None,
+    options: ProbeOptions | None = None,
 ) -> list[PingStats]:
     """Ping every host ``count`` times; one `PingStats` per host, in input order."""
     sweep, errors = await _prepare(
@@ -322,6 +339,7 @@ async def collect(
         rate=rate,
         family=family,
         stream=False,
+        options=options,
     )
     start = anyio.current_time()
     try:
@@ -352,6 +370,7 @@ async def stream(
     payload_size: int,
     rate: float | None,
     family: int | None,
+    options: ProbeOptions | None = None,
 ) -> AsyncGenerator[PingStats, None]:
     """Ping every host ``count`` times; yield each host's `PingStats` as soon as it is complete."""
     sweep, errors = await _prepare(
@@ -364,6 +383,7 @@ async def stream(
         rate=rate,
         family=family,
         stream=True,
+        options=options,
     )
     for i, message in errors.items():
         yield PingStats.unresolved(hosts[i], message)

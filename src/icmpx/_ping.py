@@ -9,7 +9,18 @@ import anyio
 
 from ._engine import Engine
 from ._matching import Outcome, Probe
-from ._models import EchoReply, EchoRequest, EchoResult, IPHeader, ReceivedPacket, Target, error_kind
+from ._models import (
+    EchoReply,
+    EchoRequest,
+    EchoRequestRow,
+    EchoResult,
+    IPHeader,
+    ReceivedPacket,
+    Target,
+    error_kind,
+)
+from ._options import SendOptions
+from ._resolve import with_zone
 from ._wire import format_ipv4
 
 __all__ = ["SeriesSink", "echo_result", "iter_series"]
@@ -17,22 +28,34 @@ __all__ = ["SeriesSink", "echo_result", "iter_series"]
 
 def echo_result(probe: Probe, outcome: Outcome, position: int = 1) -> EchoResult:
     """The public result for one probe's outcome; ``position`` is its 1-based place in the series."""
-    request = EchoRequest(
-        addr=probe.addr,
-        ident=probe.ident,
-        seq=probe.seq,
-        ttl=probe.ttl,
-        payload_size=probe.payload_size,
-        position=position,
-    )
+    asked = probe.options
+    if asked is None:
+        row = EchoRequestRow(probe.addr, probe.ident, probe.seq, probe.ttl, probe.payload_size, position)
+    else:
+        row = EchoRequestRow(
+            probe.addr,
+            probe.ident,
+            probe.seq,
+            probe.ttl,
+            probe.payload_size,
+            position,
+            asked.source,
+            asked.interface,
+            asked.tos,
+            asked.dont_fragment,
+            asked.mark,
+        )
+    row.__class__ = EchoRequest  # type: ignore[assignment]  # see EchoRequestRow
+    request: EchoRequest = row  # type: ignore[assignment]
     error = error_kind(outcome.error)
     if outcome.src is None or outcome.rtt_ms is None:
         return EchoResult(request=request, reply=None, error=error)
     packet = ReceivedPacket(
         ip_header=IPHeader(
-            src_addr=outcome.src,
+            src_addr=with_zone(outcome.src, probe.addr) if "%" in probe.addr else outcome.src,
             dst_addr=format_ipv4(outcome.dst) if outcome.dst is not None else None,
             ttl=outcome.ttl,
+            tos=outcome.tos,
         ),
         icmp_type=outcome.icmp_type,
         icmp_code=outcome.icmp_code,
@@ -98,6 +121,7 @@ async def iter_series(
     ttl: int,
     payload_size: int,
     timeout: float,
+    options: SendOptions | None = None,
 ) -> AsyncGenerator[EchoResult, None]:
     """Send ``count`` echoes ``interval`` seconds apart (not waiting for replies, as ping(8) does) and
     yield each result in sequence order as soon as it and those before it are known.
@@ -115,7 +139,13 @@ async def iter_series(
                 # With no interval every echo is due at once: no clock to read (twice per echo, it showed).
                 if sent < count and (not interval or anyio.current_time() >= start + sent * interval):
                     probe = await engine.send(
-                        target, ttl=ttl, payload_size=payload_size, timeout=timeout, sink=sink, tag=sent
+                        target,
+                        ttl=ttl,
+                        payload_size=payload_size,
+                        timeout=timeout,
+                        sink=sink,
+                        tag=sent,
+                        options=options,
                     )
                     sink.sent(probe)
                     sent += 1

@@ -145,9 +145,9 @@ class _Base:
     ) -> None:
         channel = self.channel
         try:
-            rx_ns, ttl, _extended = _read_controls(ancdata, offset)
+            rx_ns, ttl, _extended, tos = _read_controls(ancdata, offset)
             decision = channel.classifier.packet(
-                data, addr[0] if addr else None, rx_ns or time.monotonic_ns(), ttl
+                data, addr[0] if addr else None, rx_ns or time.monotonic_ns(), ttl, tos
             )
         except Exception:
             # Whatever a packet holds, it never raises into the reader: it is counted and dropped.
@@ -159,7 +159,7 @@ class _Base:
         """One error-queue entry as ``recvmsg(MSG_ERRQUEUE)`` returns it."""
         channel, receiver = self.channel, self.receiver
         try:
-            rx_ns, _ttl, extended = _read_controls(ancdata, offset)
+            rx_ns, _ttl, extended, _tos = _read_controls(ancdata, offset)
             origin = _EXTENDED_ORIGIN.unpack_from(extended)[0] if extended and len(extended) >= 5 else None
             if origin == ORIGIN_TIMESTAMPING:
                 if rx_ns:
@@ -276,10 +276,14 @@ class BatchReader(_Base):
         data, at = messages.data, k * messages.bufsize
         if self.channel.classifier.has_ip_header:  # IPv4 header of 20 bytes (the fast path checked)
             fields = (rtt_ms, None, probe.addr, bytes(data[at + 16 : at + 20]), data[at + 8], data[at + 20])
-            outcome = _new_outcome(Outcome, (*fields, data[at + 21], length - 20, (), False))
+            outcome = _new_outcome(
+                Outcome, (*fields, data[at + 21], length - 20, (), False, None, data[at + 1])
+            )
         else:
-            _rx, ttl, _extended = _read_controls(messages.ancillary(k), 0)
-            outcome = Outcome(rtt_ms, None, probe.addr, None, ttl, data[at], data[at + 1], length)
+            _rx, ttl, _extended, tos = _read_controls(messages.ancillary(k), 0)
+            outcome = Outcome(
+                rtt_ms, None, probe.addr, None, ttl, data[at], data[at + 1], length, (), False, None, tos
+            )
         probe.sink.deliver(probe, outcome)
 
     def _drain_error_queue(self, offset: int) -> None:

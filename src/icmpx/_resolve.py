@@ -12,7 +12,7 @@ import anyio.to_thread
 from ._exceptions import NameResolutionError
 from ._models import Target
 
-__all__ = ["ReverseResolver", "normalize_family", "resolve", "resolve_literal"]
+__all__ = ["ReverseResolver", "normalize_family", "resolve", "resolve_literal", "with_zone"]
 
 
 def normalize_family(family: int | None) -> int | None:
@@ -101,9 +101,45 @@ async def resolve(host: str, family: int | None = None) -> Target:
     for af, _type, _proto, _canon, sa in infos:
         if af in (socket.AF_INET, socket.AF_INET6):
             v6 = af == socket.AF_INET6
-            addr = str(sa[0]).partition("%")[0]
-            return Target(host=host, addr=addr, v6=v6, sockaddr=tuple(sa))
+            addr, _, zone = str(sa[0]).partition("%")
+            sockaddr = tuple(sa)
+            scope = sa[3] if len(sa) > 3 else _zone_index(zone)
+            if v6 and scope:
+                # A scoped (link-local) address keeps its zone, by the interface's name; the kernel gets
+                # the zone as the scope id (a "%zone" inside the address string would be lost on sendto).
+                addr = f"{addr}%{_zone_name(scope)}"
+                sockaddr = (str(sockaddr[0]).partition("%")[0], sockaddr[1], 0, scope)
+            return Target(host=host, addr=addr, v6=v6, sockaddr=sockaddr)
     raise NameResolutionError(host, "no IPv4 or IPv6 address")
+
+
+def _zone_index(zone: str) -> int:
+    """The scope id of an IPv6 zone given by index or interface name; 0 for none or an unknown name."""
+    if not zone:
+        return 0
+    if zone.isdigit():
+        return int(zone)
+    try:
+        return socket.if_nametoindex(zone)
+    except OSError:
+        return 0
+
+
+def _zone_name(scope: int | str) -> str:
+    """The interface name of an IPv6 zone given by index or name (``fe80::1%eth0`` as the kernel writes it);
+    the zone as given when no interface has it."""
+    try:
+        return socket.if_indextoname(int(scope))
+    except (OSError, ValueError):
+        return str(scope)
+
+
+def with_zone(src: str, addr: str) -> str:
+    """A link-local responder written with the zone of the scoped destination ``addr`` it was reached
+    through (``fe80::1%eth0``), whatever the socket reported; any other address as it is."""
+    if "%" not in addr or "%" in src or not src.lower().startswith("fe80:"):
+        return src
+    return src + addr[addr.index("%") :]
 
 
 class ReverseResolver:

@@ -32,6 +32,8 @@ IPV6_RECVERR = 25
 IPV6_RECVHOPLIMIT = 51
 IPV6_HOPLIMIT = 52
 IPV6_UNICAST_HOPS = 16
+IP_RECVTOS = 13
+IPV6_RECVTCLASS = 66
 SO_TIMESTAMPNS = 35
 SCM_TIMESTAMPNS = SO_TIMESTAMPNS
 SO_TIMESTAMPING = 37
@@ -130,6 +132,7 @@ def _configure(
         tx_stamps = _set_timestamps(sock)
         if v6:
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVTCLASS, 1)  # the reply's traffic class
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_UNICAST_HOPS, ttl)
             if raw:
                 sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, icmp6_filter())
@@ -142,6 +145,7 @@ def _configure(
             else:
                 sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
                 sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+                sock.setsockopt(socket.IPPROTO_IP, IP_RECVTOS, 1)  # raw sockets read it in the header
         if source is not None or not raw:
             # A ping socket's identifier is its port: bind now so getsockname() tells it before any send.
             sock.bind((source or ("::" if v6 else "0.0.0.0"), 0))
@@ -259,6 +263,54 @@ def icmp6_filter() -> bytes:
     for t in (1, 2, 3, 4, 129):
         words[t >> 5] &= ~(1 << (t & 31)) & 0xFFFFFFFF
     return struct.pack("=8I", *words)
+
+
+IP_MTU_DISCOVER = 10
+IPV6_MTU_DISCOVER = 23
+IPV6_DONTFRAG = 62
+_PMTUDISC_PROBE = 3
+
+
+def set_pmtu_mode(sock: socket.socket, *, v6: bool, mode: int) -> None:
+    """Set the socket's path MTU discovery mode (``IP_PMTUDISC_*``); in probe mode IPv6 packets are never
+    fragmented either (``IPV6_DONTFRAG``)."""
+    try:
+        if v6:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, mode)
+            if mode == _PMTUDISC_PROBE:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_DONTFRAG, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, mode)
+    except OSError as exc:
+        raise SocketError(exc.errno, f"cannot set the path MTU discovery mode: {exc.strerror}") from exc
+
+
+def source_is_local(source: str, *, v6: bool) -> bool:
+    """Whether this host (in the caller's network namespace) has the address: binding a UDP socket to it
+    tells."""
+    probe = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.bind((source, 0))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def receive_nothing(sock: socket.socket) -> None:
+    """Make a raw socket send-only: a filter that accepts no packet (the family's other raw socket reads
+    every answer), and nothing left queued from before it."""
+    import ctypes  # only raw sockets need it
+
+    code = _BPF_INSN.pack(_RET, 0, 0, 0)
+    buffer = ctypes.create_string_buffer(code, len(code))
+    program = struct.pack("@HP", 1, ctypes.addressof(buffer))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, program)
+    except OSError as exc:
+        raise SocketError(exc.errno, f"cannot filter the ICMP socket: {exc.strerror}") from exc
+    discard_queued(sock)
 
 
 def ttl_cmsg(v6: bool, ttl: int) -> tuple[int, int, bytes]:

@@ -31,6 +31,8 @@ from ._models import (
 if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
 
+    from ._pmtu import PathMtu
+
 __all__ = ["BACKENDS", "Client"]
 
 BACKENDS = ("asyncio", "trio")
@@ -102,6 +104,10 @@ class Client:
         rate: A cap in packets per second on everything the client sends; ``None`` or 0 for no cap.
         accept_weak: Accept ICMP errors matched on a short quote, flagged ``weak=True`` (default True;
             see `AsyncClient`).
+        interface: Defaults of the per-probe options (see `AsyncClient`).
+        tos: Defaults of the per-probe options (see `AsyncClient`).
+        dont_fragment: Defaults of the per-probe options (see `AsyncClient`).
+        mark: Defaults of the per-probe options (see `AsyncClient`).
         backend: The anyio backend of the background loop: ``"asyncio"`` (default) or ``"trio"``.
 
     Raises:
@@ -119,6 +125,10 @@ class Client:
         payload_size: int = 56,
         rate: float | None = None,
         accept_weak: bool = True,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
         backend: str = "asyncio",
     ) -> None:
         if backend not in BACKENDS:
@@ -132,6 +142,10 @@ class Client:
             payload_size=payload_size,
             rate=rate,
             accept_weak=accept_weak,
+            interface=interface,
+            tos=tos,
+            dont_fragment=dont_fragment,
+            mark=mark,
         )
         self._backend = backend
         self._loop: _DaemonPortal | None = None
@@ -225,10 +239,25 @@ class Client:
         timeout: float | None = None,
         payload_size: int | None = None,
         family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> EchoResult:
         """Send one echo request and return its `EchoResult`; arguments as `AsyncClient.probe`."""
         return self._call(
-            self._async.probe, host, ttl=ttl, timeout=timeout, payload_size=payload_size, family=family
+            self._async.probe,
+            host,
+            ttl=ttl,
+            timeout=timeout,
+            payload_size=payload_size,
+            family=family,
+            source=source,
+            interface=interface,
+            tos=tos,
+            dont_fragment=dont_fragment,
+            mark=mark,
         )
 
     def ping(
@@ -241,6 +270,11 @@ class Client:
         ttl: int | None = None,
         payload_size: int | None = None,
         family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> list[EchoResult]:
         """Ping ``host`` ``count`` times; a list of `EchoResult`, arguments as `AsyncClient.ping`."""
         return self._call(
@@ -252,6 +286,11 @@ class Client:
             ttl=ttl,
             payload_size=payload_size,
             family=family,
+            source=source,
+            interface=interface,
+            tos=tos,
+            dont_fragment=dont_fragment,
+            mark=mark,
         )
 
     def iter_ping(
@@ -264,6 +303,11 @@ class Client:
         ttl: int | None = None,
         payload_size: int | None = None,
         family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> Iterator[EchoResult]:
         """Like `ping`, one `EchoResult` at a time; a plain iterator, arguments as `AsyncClient.ping`."""
         agen = self._async.iter_ping(
@@ -274,6 +318,11 @@ class Client:
             ttl=ttl,
             payload_size=payload_size,
             family=family,
+            source=source,
+            interface=interface,
+            tos=tos,
+            dont_fragment=dont_fragment,
+            mark=mark,
         )
         return self._iterate(agen)
 
@@ -289,6 +338,11 @@ class Client:
         paris: bool = True,
         payload_size: int | None = None,
         family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> TracerouteResult:
         """Trace the path to ``host``; a `TracerouteResult`, arguments as `AsyncClient.traceroute`."""
         return self._call(
@@ -302,6 +356,11 @@ class Client:
             paris=paris,
             payload_size=payload_size,
             family=family,
+            source=source,
+            interface=interface,
+            tos=tos,
+            dont_fragment=dont_fragment,
+            mark=mark,
         )
 
     def iter_traceroute(
@@ -316,6 +375,11 @@ class Client:
         paris: bool = True,
         payload_size: int | None = None,
         family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> Iterator[Hop]:
         """Like `traceroute`, one `Hop` at a time as each is complete (see `AsyncClient.iter_traceroute`)."""
         agen = self._async.iter_traceroute(
@@ -328,6 +392,11 @@ class Client:
             paris=paris,
             payload_size=payload_size,
             family=family,
+            source=source,
+            interface=interface,
+            tos=tos,
+            dont_fragment=dont_fragment,
+            mark=mark,
         )
         return self._iterate(agen)
 
@@ -342,6 +411,11 @@ class Client:
         ttl: int | None = None,
         payload_size: int | None = None,
         family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> list[PingStats]:
         """Ping many targets; one `PingStats` each, in input order; arguments as `AsyncClient.multiping`."""
         return self._call(
@@ -354,6 +428,11 @@ class Client:
             ttl=ttl,
             payload_size=payload_size,
             family=family,
+            source=source,
+            interface=interface,
+            tos=tos,
+            dont_fragment=dont_fragment,
+            mark=mark,
         )
 
     def iter_multiping(
@@ -367,6 +446,11 @@ class Client:
         ttl: int | None = None,
         payload_size: int | None = None,
         family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> Iterator[PingStats]:
         """Like `multiping`, rows in completion order; a plain iterator (see `AsyncClient.iter_multiping`)."""
         agen = self._async.iter_multiping(
@@ -378,6 +462,11 @@ class Client:
             ttl=ttl,
             payload_size=payload_size,
             family=family,
+            source=source,
+            interface=interface,
+            tos=tos,
+            dont_fragment=dont_fragment,
+            mark=mark,
         )
         return self._iterate(agen)
 
@@ -392,6 +481,11 @@ class Client:
         resolve_dns: bool | None = None,
         payload_size: int | None = None,
         family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
     ) -> Iterator[MtrReport]:
         """An `MtrReport` per cycle, as `AsyncClient.mtr`; a plain iterator (leaving it stops probing)."""
         agen = self._async.mtr(
@@ -403,8 +497,38 @@ class Client:
             resolve_dns=resolve_dns,
             payload_size=payload_size,
             family=family,
+            source=source,
+            interface=interface,
+            tos=tos,
+            dont_fragment=dont_fragment,
+            mark=mark,
         )
         return self._iterate(agen)
+
+    def path_mtu(
+        self,
+        host: str,
+        *,
+        timeout: float | None = None,
+        max_hops: int = 30,
+        family: int | None = None,
+        source: str | None = None,
+        interface: str | None = None,
+        tos: int | None = None,
+        mark: int | None = None,
+    ) -> PathMtu:
+        """The path MTU to ``host`` and the hop where it drops; arguments as `AsyncClient.path_mtu`."""
+        return self._call(
+            self._async.path_mtu,
+            host,
+            timeout=timeout,
+            max_hops=max_hops,
+            family=family,
+            source=source,
+            interface=interface,
+            tos=tos,
+            mark=mark,
+        )
 
     def resolve(self, host: str, *, family: int | None = None) -> Target:
         """See `AsyncClient.resolve`."""

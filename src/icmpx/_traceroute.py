@@ -21,6 +21,7 @@ import anyio
 from ._engine import Engine
 from ._matching import Outcome, Probe
 from ._models import ErrorKind, Hop, HopProbe, Target, TracerouteResult, error_kind
+from ._options import SendOptions
 from ._resolve import ReverseResolver
 
 __all__ = [
@@ -115,7 +116,15 @@ class TraceRound:
         if self.failure is not None:
             raise type(self.failure)(*self.failure.args)
 
-    async def send(self, engine: Engine, *, timeout: float, payload_size: int, checksum: int | None) -> None:
+    async def send(
+        self,
+        engine: Engine,
+        *,
+        timeout: float,
+        payload_size: int,
+        checksum: int | None,
+        options: SendOptions | None = None,
+    ) -> None:
         """Send the round's probes, round-robin over TTLs, skipping TTLs beyond a known end."""
         for index in range(self.probes):
             for ttl in self.ttls:
@@ -130,6 +139,7 @@ class TraceRound:
                     sink=self,
                     tag=(ttl, index),
                     checksum=checksum,
+                    options=options,
                 )
                 self.sent.append(probe)
 
@@ -147,11 +157,14 @@ async def run_round(
     timeout: float,
     payload_size: int,
     checksum: int | None,
+    options: SendOptions | None = None,
 ) -> TraceRound:
     """Probe every TTL of ``ttls`` ``probes`` times at once; return when the path's end is known."""
     trace = TraceRound(target, ttls, probes)
     try:
-        await trace.send(engine, timeout=timeout, payload_size=payload_size, checksum=checksum)
+        await trace.send(
+            engine, timeout=timeout, payload_size=payload_size, checksum=checksum, options=options
+        )
         while not trace.finished():
             await trace.signal.wait()
             trace.check()
@@ -223,6 +236,7 @@ async def traceroute(
     payload_size: int,
     paris: bool,
     resolver: ReverseResolver | None,
+    options: SendOptions | None = None,
 ) -> TracerouteResult:
     trace = await run_round(
         engine,
@@ -232,6 +246,7 @@ async def traceroute(
         timeout=timeout,
         payload_size=payload_size,
         checksum=paris_checksum() if paris else None,
+        options=options,
     )
     names: dict[str, str | None] = {}
     if resolver is not None:
@@ -259,6 +274,7 @@ async def iter_hops(
     payload_size: int,
     paris: bool,
     resolver: ReverseResolver | None,
+    options: SendOptions | None = None,
 ) -> AsyncGenerator[Hop, None]:
     """The hops of one trace, each as soon as it and every hop below it are complete (as traceroute(8)
     prints them), up to the destination (or ``max_hops``). Leaving early discards the probes in flight."""
@@ -269,6 +285,7 @@ async def iter_hops(
             timeout=timeout,
             payload_size=payload_size,
             checksum=paris_checksum() if paris else None,
+            options=options,
         )
         ttl = first_hop
         while ttl <= trace.last_ttl:

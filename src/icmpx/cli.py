@@ -153,6 +153,71 @@ def _add_common(parser: argparse.ArgumentParser, *, timeout_default: float = 2.0
     )
 
 
+def _tos(text: str) -> int:
+    """``-Q``: a number 0–255, decimal or 0x hex (as ping(8) takes it)."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid TOS {text!r}: a number 0-255 (0xb8 for DSCP EF)") from None
+    if not 0 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"invalid TOS {text!r}: out of range 0-255")
+    return value
+
+
+def _mark(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid mark {text!r}: a number 0-4294967295") from None
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"invalid mark {text!r}: out of range 0-4294967295")
+    return value
+
+
+def _add_probe_options(parser: argparse.ArgumentParser, *, dont_fragment: bool = True) -> None:
+    """ping(8)'s per-packet options: -I, -Q, -M (where it applies), --mark."""
+    parser.add_argument(
+        "-I",
+        dest="via",
+        metavar="ADDR|IFACE",
+        help="send from this source address, or out of this interface",
+    )
+    parser.add_argument("-Q", dest="tos", type=_tos, metavar="TOS", help="TOS / traffic class, 0-255")
+    if dont_fragment:
+        parser.add_argument(
+            "-M",
+            dest="pmtudisc",
+            choices=("do", "dont", "want"),
+            help="do: never fragment (DF), dont: allow fragmenting, want: the kernel's default",
+        )
+    parser.add_argument("--mark", type=_mark, metavar="N", help="firewall mark (SO_MARK), raw sockets only")
+
+
+def _probe_options(args: argparse.Namespace, target: icmpx.Target | None = None) -> dict[str, Any]:
+    """The per-probe keywords of the library from -I / -Q / -M / --mark (none when not given); a source
+    address of the other family than ``target``'s is refused here, before anything is printed."""
+    import ipaddress
+
+    options: dict[str, Any] = {}
+    if args.via is not None:
+        try:
+            source = ipaddress.ip_address(args.via)
+        except ValueError:
+            options["interface"] = args.via
+        else:
+            if target is not None and (source.version == 6) != target.v6:
+                family = "IPv6" if target.v6 else "IPv4"
+                raise UsageError(f"source address {args.via} cannot send to {family} destinations")
+            options["source"] = args.via
+    if args.tos is not None:
+        options["tos"] = args.tos
+    if getattr(args, "pmtudisc", None) is not None:
+        options["dont_fragment"] = args.pmtudisc
+    if args.mark is not None:
+        options["mark"] = args.mark
+    return options
+
+
 def _command(
     commands: Any, name: str, run: Callable[[argparse.Namespace], int], **kwargs: Any
 ) -> argparse.ArgumentParser:
@@ -206,8 +271,9 @@ def _check_zone(host: str) -> None:
 
 
 def _zone(target: icmpx.Target) -> str:
-    """``"%eth0"`` for a target with a zone (a scoped link-local address), else ``""``."""
-    if not target.v6:
+    """``"%eth0"`` for a target with a zone (a scoped link-local address) that its address does not show
+    already, else ``""``."""
+    if not target.v6 or "%" in target.addr:
         return ""
     sockaddr = target.sockaddr
     scope: int | str = sockaddr[3] if len(sockaddr) == 4 else str(sockaddr[0]).partition("%")[2]
@@ -221,7 +287,7 @@ def _zone(target: icmpx.Target) -> str:
 
 def _scoped(addr: str | None, zone: str) -> str | None:
     """A link-local address shown with the zone it was reached through, as ping(8) does."""
-    if addr is None or not zone or not addr.lower().startswith("fe80:"):
+    if addr is None or not zone or "%" in addr or not addr.lower().startswith("fe80:"):
         return addr
     return addr + zone
 
@@ -279,6 +345,7 @@ def _add_ping(commands: Any) -> None:
     )
     ping.add_argument("-n", "--numeric", action="store_true", help="no reverse DNS of responders")
     ping.add_argument("-q", "--quiet", action="store_true", help="print only the first and summary lines")
+    _add_probe_options(ping)
     _add_family(ping)
     _add_common(ping)
     ping.set_defaults(json_failure=ping_failure_json)
@@ -330,15 +397,16 @@ async def _ping(
             family = "IPv6" if target.v6 else "IPv4"
             raise UsageError(f"payload size {args.size} is too large for {family} (at most {limit})")
         zone = _zone(target)
-        shown.append(f"{target.addr}{zone}")
-        if not args.json:
-            print(f"PING {_printable(args.host)} ({shown[0]}) {args.size} data bytes", file=out, flush=True)
-        series = client.iter_ping(
+        series = client.iter_ping(  # bad options fail here, before the first line
             args.host if zone else target.addr,
             count=args.count,
             interval=args.interval,
             payload_size=args.size,
+            **_probe_options(args, target),
         )
+        shown.append(f"{target.addr}{zone}")
+        if not args.json:
+            print(f"PING {_printable(args.host)} ({shown[0]}) {args.size} data bytes", file=out, flush=True)
         async for result in series:
             results.append(result)
             if not args.json and not args.quiet:
@@ -416,6 +484,7 @@ def _add_traceroute(commands: Any) -> None:
     )
     trace.add_argument("-n", "--numeric", action="store_true", help="no reverse DNS of hops")
     trace.add_argument("--no-paris", action="store_true", help="let the checksum vary between probes")
+    _add_probe_options(trace)
     _add_family(trace)
     _add_common(trace)
     trace.set_defaults(json_failure=traceroute_failure_json)
@@ -478,8 +547,17 @@ async def _traceroute(
 ) -> None:
     async with icmpx.AsyncClient(timeout=args.timeout, privileged=_privileged(args)) as client:
         target = await _open(client, args)
-        shown.append(target)
         zone = _zone(target)
+        trace = client.iter_traceroute(  # bad options fail here, before the first line
+            args.host if zone else target.addr,
+            max_hops=args.max_hops,
+            first_hop=args.first_hop,
+            probes=args.probes,
+            resolve_dns=not args.numeric,
+            paris=not args.no_paris,
+            **_probe_options(args, target),
+        )
+        shown.append(target)
         if not args.json:
             print(
                 f"traceroute to {_printable(args.host)} ({target.addr}{zone}), {args.max_hops} hops max, "
@@ -487,14 +565,6 @@ async def _traceroute(
                 file=out,
                 flush=True,
             )
-        trace = client.iter_traceroute(
-            args.host if zone else target.addr,
-            max_hops=args.max_hops,
-            first_hop=args.first_hop,
-            probes=args.probes,
-            resolve_dns=not args.numeric,
-            paris=not args.no_paris,
-        )
         async for hop in trace:
             hops.append(hop)
             if not args.json:
@@ -556,6 +626,7 @@ def _add_multiping(commands: Any) -> None:
     sweep.add_argument(
         "-n", "--numeric", action="store_true", help="no reverse DNS (multiping never looks names up)"
     )
+    _add_probe_options(sweep)
     _add_family(sweep)
     _add_common(sweep)
 
@@ -634,7 +705,12 @@ async def _multiping(
     clock.append(anyio.current_time())
     async with icmpx.AsyncClient(timeout=args.timeout, privileged=_privileged(args)) as client:
         rows = client.iter_multiping(
-            hosts, count=args.count, interval=args.interval, rate=args.rate or None, family=args.family
+            hosts,
+            count=args.count,
+            interval=args.interval,
+            rate=args.rate or None,
+            family=args.family,
+            **_probe_options(args),
         )
         count = 0
         try:
@@ -731,6 +807,7 @@ def _add_mtr(commands: Any) -> None:
     )
     live.add_argument("-n", "--numeric", action="store_true", help="no reverse DNS of hops")
     live.add_argument("--report", action="store_true", help="print one table at the end (mtr --report)")
+    _add_probe_options(live)
     _add_family(live)
     _add_common(live)
     live.set_defaults(json_failure=mtr_failure_json)
@@ -836,6 +913,7 @@ async def _mtr(args: argparse.Namespace, out: TextIO, live_view: bool, seen: lis
             max_hops=args.max_hops,
             resolve_dns=not args.numeric,
             family=args.family,
+            **_probe_options(args),
         )
         if live_view:
             from rich.console import Console
@@ -882,6 +960,90 @@ def cmd_mtr(args: argparse.Namespace) -> int:
     return _mtr_exit(last)
 
 
+# ------------------------------------------------------------------------------------------------- pmtu
+
+
+def _add_pmtu(commands: Any) -> None:
+    pmtu = _command(
+        commands,
+        "pmtu",
+        cmd_pmtu,
+        help="find the path MTU to a host and the hop where it drops, like tracepath",
+        description="Probes of many sizes at once with DF set (the kernel's cached path MTU ignored): "
+        "Fragmentation Needed / Packet Too Big give the next-hop MTU, and where a router drops large "
+        "packets silently the sizes are bisected. Then probes one byte too large at every TTL name the "
+        "router before the narrow link.",
+    )
+    pmtu.add_argument("host", metavar="HOST")
+    pmtu.add_argument(
+        "-m", "--max-hops", type=_int_range(1, 255), default=30, help="largest TTL searched (default 30)"
+    )
+    pmtu.add_argument("-n", "--numeric", action="store_true", help="no reverse DNS of the hop")
+    _add_probe_options(pmtu, dont_fragment=False)
+    _add_family(pmtu)
+    _add_common(pmtu, timeout_default=1.0)
+    pmtu.set_defaults(json_failure=pmtu_failure_json)
+
+
+def pmtu_json(result: icmpx.PathMtu, hostname: str | None) -> dict[str, Any]:
+    return {
+        "target": result.target,
+        "addr": result.addr,
+        "mtu": result.mtu,
+        "hop": result.hop,
+        "hop_addr": result.hop_addr,
+        "hop_hostname": hostname,
+        "reported": result.reported,
+        "probes": result.probes,
+    }
+
+
+def pmtu_failure_json(host: str, error: str) -> dict[str, Any]:
+    return {"target": host, "addr": None, "mtu": None, "hop": None, "hop_addr": None, "error": error}
+
+
+def pmtu_text(result: icmpx.PathMtu, hostname: str | None, host: str, zone: str = "") -> str:
+    head = f"path MTU to {_printable(host)} ({result.addr}{zone}): "
+    if result.mtu is None:
+        return head + "no answer (not even to the smallest probe)\n"
+    line = head + f"{result.mtu} bytes"
+    if result.hop is not None:
+        who = _scoped(result.hop_addr, zone) or "?"
+        if hostname:
+            who = f"{_printable(hostname)} ({who})"
+        how = "reported by it" if result.reported else "it drops larger packets silently"
+        line += f", drops after hop {result.hop}: {who} ({how})"
+    else:
+        line += " (the first link's: nothing narrower on the way)"
+    return line + "\n"
+
+
+async def _pmtu(args: argparse.Namespace, found: list[tuple[icmpx.PathMtu, str | None, str]]) -> None:
+    async with icmpx.AsyncClient(timeout=args.timeout, privileged=_privileged(args)) as client:
+        target = await _open(client, args)
+        zone = _zone(target)
+        result = await client.path_mtu(
+            args.host if zone else target.addr, max_hops=args.max_hops, **_probe_options(args, target)
+        )
+        name = None
+        if result.hop_addr is not None and not args.numeric:
+            name = await client.reverse_dns(result.hop_addr)
+        found.append((result, name, zone))
+
+
+def cmd_pmtu(args: argparse.Namespace) -> int:
+    found: list[tuple[icmpx.PathMtu, str | None, str]] = []
+    _run(_pmtu, args, found)
+    if not found:
+        return EXIT_NO_ANSWER
+    result, name, zone = found[0]
+    if args.json:
+        _dump(pmtu_json(result, name), sys.stdout)
+    else:
+        sys.stdout.write(pmtu_text(result, name, args.host, zone))
+    return EXIT_OK if result.mtu is not None else EXIT_NO_ANSWER
+
+
 # ------------------------------------------------------------------------------------------------- main
 
 
@@ -897,6 +1059,7 @@ COMMANDS: dict[str, Callable[[Any], None]] = {
     "traceroute": _add_traceroute,
     "multiping": _add_multiping,
     "mtr": _add_mtr,
+    "pmtu": _add_pmtu,
     "exporter": _add_exporter,
 }
 """One function per subcommand, by name; each adds its subparser (with ``_command``) and its options."""
