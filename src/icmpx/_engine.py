@@ -5,9 +5,9 @@ Theory of operation
 Every call (``ping``, ``traceroute``, ``multiping``, ...) hands the engine probes to send and a *sink* that
 collects their outcomes. The engine:
 
-1. opens a family's socket on first use, in a worker thread (opening waits, once per process, until the
-   kernel stamps packets on arrival: never on the event loop), with one `Channel`: the socket, the family's
-   `Classifier` and a read strategy picked once (`_reader`);
+1. opens a family's socket on first use (`_families`: in the caller's thread; the wait, once per process,
+   until the kernel stamps packets on arrival runs in a worker thread, never on the event loop), with one
+   `Channel`: the socket, the family's `Classifier` and a read strategy picked once (`_reader`);
 2. allocates each probe an (identifier, random sequence) key from the family's `PendingTable`, builds the
    echo request (cookie + a random token per probe in the payload), records the monotonic send time and a
    deadline, and sends it with ``sendmsg`` on the shared socket (the TTL rides in a control message, so
@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import random
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -41,13 +40,14 @@ import anyio.to_thread
 
 from . import _mmsg
 from . import _socket as S
-from ._classify import Classifier, Decision, Tally, Verdict
+from ._classify import Decision, Tally, Verdict
 from ._exceptions import ClientClosedError
-from ._matching import TIMEOUT, IdentSlot, Outcome, PendingTable, Probe, Sink
+from ._families import Extra, Families, Family
+from ._matching import TIMEOUT, IdentSlot, Outcome, Probe, Sink
 from ._models import EngineStats, Target
 from ._options import ProbeOptions, SendOptions
 from ._pacing import Pacer
-from ._reader import Channel, open_reader
+from ._reader import Channel
 from ._sending import SEND_BATCH, BatchSender, SendTimes
 from ._wire import (
     COOKIE_SIZE,
@@ -98,32 +98,6 @@ class Abortable(Protocol):
     def abort(self, exc: BaseException) -> None: ...
 
 
-class _Extra:
-    """One more socket of a family for probes whose options a control message cannot carry (IPv4's DF
-    bit, path MTU probes: ``IP_MTU_DISCOVER`` is per socket). A raw one only sends (the family's raw
-    socket reads every answer); a ping socket has its own identifier (a reserved slot) and reader."""
-
-    __slots__ = ("channel", "icmp", "slot")
-
-    def __init__(self, icmp: S.IcmpSocket, channel: Channel | None, slot: IdentSlot | None) -> None:
-        self.icmp = icmp
-        self.channel = channel
-        self.slot = slot
-
-
-class _Family:
-    __slots__ = ("channels", "classifier", "extras", "table", "v6")
-
-    def __init__(self, v6: bool, table: PendingTable, classifier: Classifier) -> None:
-        self.v6 = v6
-        self.channels: list[Channel] = []
-        self.table = table
-        self.classifier = classifier
-        self.extras: dict[tuple[int | None, str | None], _Extra] = {}
-        """Extra sockets by (``IP_MTU_DISCOVER`` mode, bound address), opened on first use
-        (`Engine.open_extra`)."""
-
-
 class Engine:
     """Owns the sockets, the pending tables, the reader tasks and the timer. See the module docstring."""
 
@@ -137,17 +111,18 @@ class Engine:
         spawn: Callable[..., object],
         accept_weak: bool = True,
     ) -> None:
-        self._privileged = privileged
-        self._source = source
-        self._default_ttl = ttl
-        self._spawn = spawn
-        self._accept_weak = accept_weak
         self._cookie = os.urandom(COOKIE_SIZE)
-        self._families: dict[bool, _Family] = {}
-        self._opening: dict[bool, anyio.Event] = {}
-        self._opening_extras: dict[tuple[bool, tuple[int | None, str | None]], anyio.Event] = {}
-        self.tally = Tally()
         self._closed = False
+        self._families = Families(
+            privileged=privileged,
+            source=source,
+            ttl=ttl,
+            accept_weak=accept_weak,
+            receiver=self,
+            start_reader=lambda channel: spawn(self._read_forever, channel),
+            is_closed=lambda: self._closed,
+        )
+        self.tally = Tally()
         self._timer_scope: anyio.CancelScope | None = None
         self._timer_wake_at: int | None = None
         self._pacer = Pacer(rate) if rate else None
@@ -311,7 +286,7 @@ class Engine:
         return probe
 
     @staticmethod
-    def _optioned(fam: _Family, options: SendOptions) -> tuple[IdentSlot, int, Channel, socket.socket] | None:
+    def _optioned(fam: Family, options: SendOptions) -> tuple[IdentSlot, int, Channel, socket.socket] | None:
         """Key, reading channel and sending socket of a probe with options."""
         if options.extra is None:
             slot, seq = fam.table.allocate()
@@ -559,48 +534,6 @@ class Engine:
 
     # --------------------------------------------------------------------------------------- sockets
 
-    def _family(self, v6: bool) -> _Family:
-        fam = self._families.get(v6)
-        if fam is None:
-            raise RuntimeError("the family's socket is not open: await Engine.open() first")
-        return fam
-
-    async def open(self, v6: bool) -> _Family:
-        """The family's socket and reader, opened on first use, in a worker thread."""
-        fam = self._families.get(v6)
-        if fam is not None:
-            return fam
-        while (opening := self._opening.get(v6)) is not None:
-            await opening.wait()  # another call is opening it
-            fam = self._families.get(v6)
-            if fam is not None:
-                return fam
-        if self._closed:
-            raise ClientClosedError("the client is closed")
-        if self._source is not None and (":" in self._source) != v6:
-            raise ValueError(
-                f"the client's source address {self._source} cannot send to IPv{6 if v6 else 4} destinations"
-            )
-        opened = self._opening[v6] = anyio.Event()
-        try:
-            # Opened here, in the caller's thread (and so its network namespace); the wait for kernel
-            # receive timestamps (once per process, up to 50 ms of sleeping) in a worker thread.
-            icmp = S.open_icmp_socket(
-                v6=v6, privileged=self._privileged, source=self._source, ttl=self._default_ttl, warm_up=False
-            )
-            try:
-                if not S.receive_timestamps_ready():
-                    await anyio.to_thread.run_sync(S.wait_for_receive_timestamps)
-                if self._closed:
-                    raise ClientClosedError("the client is closed")
-                return self._install(v6, icmp)
-            except BaseException:
-                icmp.close()
-                raise
-        finally:
-            del self._opening[v6]
-            opened.set()
-
     async def send_options(self, options: ProbeOptions | None, v6: bool) -> SendOptions | None:
         """``options`` tied to the family's socket (opened if need be), any extra socket they need opened:
         ``ValueError`` for what this socket cannot do, before anything is sent. None for no options."""
@@ -613,90 +546,16 @@ class Engine:
             await self.open_extra(v6, built.extra)
         return built
 
-    async def open_extra(self, v6: bool, which: tuple[int | None, str | None]) -> _Extra:
-        """The family's extra socket ``which`` = (``IP_MTU_DISCOVER`` / ``IPV6_MTU_DISCOVER`` mode or None,
-        address to bind or None), opened on first use (see `_Extra`), of the same kind as the family's."""
-        fam = await self.open(v6)
-        extra = fam.extras.get(which)
-        if extra is not None:
-            return extra
-        key = (v6, which)
-        while (opening := self._opening_extras.get(key)) is not None:
-            await opening.wait()
-            extra = fam.extras.get(which)
-            if extra is not None:
-                return extra
-        if self._closed:
-            raise ClientClosedError("the client is closed")
-        opened = self._opening_extras[key] = anyio.Event()
-        mode, bind = which
-        try:
-            raw = fam.channels[0].icmp.raw
-            icmp = S.open_icmp_socket(
-                v6=v6, privileged=raw, source=bind or self._source, ttl=self._default_ttl, warm_up=False
-            )
-            try:
-                if mode is not None:
-                    S.set_pmtu_mode(icmp.sock, v6=v6, mode=mode)
-                if icmp.raw:
-                    S.receive_nothing(icmp.sock)
-                    extra = _Extra(icmp, None, None)
-                else:
-                    assert icmp.ident is not None
-                    channel = self._start_channel(fam, icmp)
-                    slot = IdentSlot(icmp.ident, channel)
-                    fam.table.add_slot(slot, reserved=True)
-                    extra = _Extra(icmp, channel, slot)
-            except BaseException:
-                icmp.close()
-                raise
-            fam.extras[which] = extra
-            return extra
-        finally:
-            del self._opening_extras[key]
-            opened.set()
+    def _family(self, v6: bool) -> Family:
+        return self._families.require(v6)
 
-    def _install(self, v6: bool, icmp: S.IcmpSocket) -> _Family:
-        holder: list[_Family] = []
-        if icmp.raw:
-            table = PendingTable(lambda: self._new_raw_ident(holder[0]), entropy=os.urandom)
-        else:
-            table = PendingTable(lambda: self._new_dgram_ident(holder[0]), entropy=os.urandom)
-        fam = _Family(v6, table, Classifier(table, v6=v6, raw=icmp.raw, accept_weak=self._accept_weak))
-        holder.append(fam)
-        first = self._start_channel(fam, icmp)
-        if icmp.raw:
-            table.add_slot(IdentSlot(random.randrange(1, 0x10000), first))
-            S.filter_idents(icmp.sock, v6=v6, idents=table.idents)
-            S.discard_queued(icmp.sock)  # what came before the filter: not ours, nothing is sent yet
-        else:
-            assert icmp.ident is not None
-            table.add_slot(IdentSlot(icmp.ident, first))
-        self._families[v6] = fam
-        return fam
+    async def open(self, v6: bool) -> Family:
+        """The family's socket and reader, opened on first use (see `Families.open`)."""
+        return await self._families.open(v6)
 
-    def _start_channel(self, fam: _Family, icmp: S.IcmpSocket) -> Channel:
-        channel = Channel(icmp, fam.classifier)
-        open_reader(channel, self)
-        fam.channels.append(channel)
-        self._spawn(self._read_forever, channel)
-        return channel
-
-    def _new_raw_ident(self, fam: _Family) -> IdentSlot:
-        used = set(fam.table.idents)
-        ident = random.randrange(1, 0x10000)
-        while ident in used:
-            ident = random.randrange(1, 0x10000)
-        channel = fam.channels[0]
-        S.filter_idents(channel.sock, v6=fam.v6, idents=[*used, ident])
-        return IdentSlot(ident, channel)
-
-    def _new_dgram_ident(self, fam: _Family) -> IdentSlot:
-        # A ping socket's identifier belongs to the kernel: more identifiers means more sockets.
-        icmp = S.open_icmp_socket(v6=fam.v6, privileged=False, source=self._source, ttl=self._default_ttl)
-        channel = self._start_channel(fam, icmp)
-        assert icmp.ident is not None
-        return IdentSlot(icmp.ident, channel)
+    async def open_extra(self, v6: bool, which: tuple[int | None, str | None]) -> Extra:
+        """The family's extra socket ``which`` (see `Families.open_extra`)."""
+        return await self._families.open_extra(v6, which)
 
 
 def _clock_offset() -> int:
