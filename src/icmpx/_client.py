@@ -86,81 +86,26 @@ def check_rate(rate: float | None) -> float | None:
     return float(rate) or None
 
 
-class AsyncClient:
-    """An ICMP client for asyncio (and trio, through anyio).
+class _Session:
+    """What every `AsyncClient` has besides its operations: opening and closing, the engine, the counters,
+    name resolution, and the defaults calls fall back on (set by `AsyncClient.__init__`)."""
 
-    One ICMP socket per address family, opened on first use and shared by every call: use one client for
-    the life of your program and run as many calls on it concurrently as you like:
-
-        async with icmpx.AsyncClient(timeout=1.0) as client:
-            results = await client.ping("127.0.0.1", count=3, interval=0.2)
-
-    The client must be entered (``async with``) before use; leaving the block closes the sockets and ends
-    every call still waiting with `ClientClosedError`. A closed client cannot be reopened.
-
-    Args:
-        timeout: Seconds to wait for the answer to each echo request (default 2.0); calls may override it.
-        privileged: ``None`` (default) opens a raw socket when allowed, else the kernel's unprivileged ICMP
-            "ping socket", else raises `RawSocketPermissionError`; ``True`` forces a raw socket, ``False``
-            a ping socket.
-        resolve_dns_default: Look up the reverse DNS names of traceroute and mtr hops unless a call says
-            otherwise (default False).
-        source: Local address to send from (bound on the sockets of its own family).
-        ttl: TTL / hop limit of echo requests, 1–255 (default 64); calls may override it.
-        payload_size: Payload bytes after the 8-byte ICMP header (default 56); calls may override it.
-        rate: A cap in packets per second on everything the client sends, all calls together; ``None``
-            (default) or 0 for no cap.
-        accept_weak: Accept ICMP errors whose quote is too short to carry the probe's whole signature
-            (RFC 792 asks routers for only the IP header and 8 bytes), matched on identifier, sequence and
-            checksum; their results say ``weak=True`` (default True). ``False`` drops them (counted in
-            `EngineStats.refused`): a router that quotes so little then looks silent.
-        interface: Default interface to send out of (see `ping`); each call may override it.
-        tos: Default TOS byte / traffic class, 0–255 (see `ping`).
-        dont_fragment: Default DF mode (see `ping`).
-        mark: Default firewall mark, raw sockets only (see `ping`). Such options ride on each packet, so
-            calls with different options still share the family's socket (IPv4's ``dont_fragment``
-            excepted: one more socket per mode).
-
-    Raises:
-        ValueError: An argument is out of range (``TypeError`` for one of the wrong type).
-    """
-
-    def __init__(
-        self,
-        *,
-        timeout: float = 2.0,
-        privileged: bool | None = None,
-        resolve_dns_default: bool = False,
-        source: str | None = None,
-        ttl: int = 64,
-        payload_size: int = 56,
-        rate: float | None = None,
-        accept_weak: bool = True,
-        interface: str | None = None,
-        tos: int | None = None,
-        dont_fragment: bool | str | None = None,
-        mark: int | None = None,
-    ) -> None:
-        self.timeout = check_timeout(timeout)
-        if privileged not in (None, True, False):
-            raise ValueError("privileged must be None, True or False")
-        self.privileged = privileged
-        self.resolve_dns_default = bool(resolve_dns_default)
-        self.source = source
-        self.ttl = check_int(ttl, "ttl", 1, 255)
-        self.payload_size = check_payload(payload_size, v6=True)
-        self.rate = check_rate(rate)
-        self.accept_weak = bool(accept_weak)
-        self._options = check_options(interface=interface, tos=tos, dont_fragment=dont_fragment, mark=mark)
-        self._engine: Engine | None = None
-        self._task_group: TaskGroup | None = None
-        self._host: int | None = None  # the task that entered the task group (only it may leave it)
-        self._runner: anyio.CancelScope | None = None
-        self._stopped: anyio.Event | None = None  # set when the runner has ended (created on entry)
-        self._closed = False
-        self._reverse = ReverseResolver()
-
-    # ------------------------------------------------------------------------------------- lifecycle
+    timeout: float
+    privileged: bool | None
+    resolve_dns_default: bool
+    source: str | None
+    ttl: int
+    payload_size: int
+    rate: float | None
+    accept_weak: bool
+    _options: ProbeOptions | None
+    _engine: Engine | None
+    _task_group: TaskGroup | None
+    _host: int | None  # the task that entered the task group (only it may leave it)
+    _runner: anyio.CancelScope | None
+    _stopped: anyio.Event | None  # set when the runner has ended (created on entry)
+    _closed: bool
+    _reverse: ReverseResolver
 
     async def __aenter__(self) -> Self:
         if self._closed:
@@ -309,6 +254,225 @@ class AsyncClient:
         Lookups run in a worker thread and give up after 2 seconds; failures are ``None``, never raised.
         """
         return await self._reverse.lookup(addr)
+
+    def _trace_options(
+        self,
+        max_hops: int,
+        first_hop: int,
+        probes: int,
+        timeout: float | None,
+        resolve_dns: bool | None,
+        paris: bool,
+        payload_size: int | None,
+    ) -> dict[str, Any]:
+        check_int(max_hops, "max_hops", 1, 255)
+        check_int(first_hop, "first_hop", 1, max_hops)
+        check_int(probes, "probes", 1, 100)
+        dns = self.resolve_dns_default if resolve_dns is None else bool(resolve_dns)
+        return {
+            "max_hops": max_hops,
+            "first_hop": first_hop,
+            "probes": probes,
+            "timeout": self.timeout if timeout is None else check_timeout(timeout),
+            "payload_size": (
+                self.payload_size if payload_size is None else check_int(payload_size, "payload_size", 0)
+            ),
+            "paris": bool(paris),
+            "resolver": self._reverse if dns else None,
+        }
+
+    def _sweep_options(
+        self,
+        count: int,
+        interval: float,
+        timeout: float | None,
+        rate: float | None,
+        ttl: int | None,
+        payload_size: int | None,
+        family: int | None,
+    ) -> tuple[Engine, dict[str, Any]]:
+        options = self._echo_options(count=count, interval=interval, timeout=timeout, ttl=ttl)
+        options["payload_size"] = (
+            self.payload_size if payload_size is None else check_payload(payload_size, v6=True)
+        )
+        options["rate"] = check_rate(rate)
+        options["family"] = family
+        normalize_family(family)
+        return self._require_engine(), options
+
+    def _probe_options(
+        self,
+        source: str | None,
+        interface: str | None,
+        tos: int | None,
+        dont_fragment: bool | str | None,
+        mark: int | None,
+    ) -> ProbeOptions | None:
+        """A call's per-probe options over the client's defaults, checked (``ValueError`` before sending)."""
+        asked = check_options(
+            source=source, interface=interface, tos=tos, dont_fragment=dont_fragment, mark=mark
+        )
+        return merge_options(self._options, asked)
+
+    @staticmethod
+    def _hosts(targets: Iterable[str]) -> list[str]:
+        if isinstance(targets, str | bytes):
+            raise TypeError("targets must be an iterable of host strings, not a single string")
+        hosts = list(targets)
+        for host in hosts:
+            if not isinstance(host, str):
+                raise TypeError(f"every target must be a string, not {host!r}")
+        return hosts
+
+    def _echo_options(
+        self, *, count: int, interval: float, timeout: float | None, ttl: int | None
+    ) -> dict[str, Any]:
+        return {
+            "count": check_int(count, "count", 1),
+            "interval": check_interval(interval),
+            "timeout": self.timeout if timeout is None else check_timeout(timeout),
+            "ttl": self.ttl if ttl is None else check_int(ttl, "ttl", 1, 255),
+        }
+
+    async def _iter_ping(
+        self,
+        host: str,
+        family: int | None,
+        size: int,
+        options: dict[str, Any],
+        asked: ProbeOptions | None,
+    ) -> AsyncGenerator[EchoResult, None]:
+        from ._ping import iter_series
+
+        engine = self._require_engine()
+        target = await resolve(host, family)
+        check_payload(size, target.v6)
+        send_options = await engine.send_options(asked, target.v6)
+        series = iter_series(engine, target, payload_size=size, options=send_options, **options)
+        async with aclosing(series):
+            async for result in series:
+                yield result
+
+    async def _iter_traceroute(
+        self, host: str, family: int | None, options: dict[str, Any], asked: ProbeOptions | None
+    ) -> AsyncGenerator[Hop, None]:
+        from ._traceroute import iter_hops
+
+        engine = self._require_engine()
+        target = await resolve(host, family)
+        check_payload(options["payload_size"], target.v6)
+        send_options = await engine.send_options(asked, target.v6)
+        async with aclosing(iter_hops(engine, target, options=send_options, **options)) as hops:
+            async for hop in hops:
+                yield hop
+
+    async def _mtr(
+        self,
+        host: str,
+        family: int | None,
+        cycles: int | None,
+        interval: float,
+        max_hops: int,
+        timeout: float,
+        size: int,
+        dns: bool,
+        asked: ProbeOptions | None = None,
+    ) -> AsyncGenerator[MtrReport, None]:
+        from ._mtr import mtr
+
+        engine = self._require_engine()
+        target = await resolve(host, family)
+        check_payload(size, target.v6)
+        send_options = await engine.send_options(asked, target.v6)
+        reports = mtr(
+            engine,
+            target,
+            cycles=cycles,
+            interval=interval,
+            max_hops=max_hops,
+            timeout=timeout,
+            payload_size=size,
+            resolver=self._reverse if dns else None,
+            options=send_options,
+        )
+        async with aclosing(reports):
+            async for report in reports:
+                yield report
+
+
+class AsyncClient(_Session):
+    """An ICMP client for asyncio (and trio, through anyio).
+
+    One ICMP socket per address family, opened on first use and shared by every call: use one client for
+    the life of your program and run as many calls on it concurrently as you like:
+
+        async with icmpx.AsyncClient(timeout=1.0) as client:
+            results = await client.ping("127.0.0.1", count=3, interval=0.2)
+
+    The client must be entered (``async with``) before use; leaving the block closes the sockets and ends
+    every call still waiting with `ClientClosedError`. A closed client cannot be reopened.
+
+    Args:
+        timeout: Seconds to wait for the answer to each echo request (default 2.0); calls may override it.
+        privileged: ``None`` (default) opens a raw socket when allowed, else the kernel's unprivileged ICMP
+            "ping socket", else raises `RawSocketPermissionError`; ``True`` forces a raw socket, ``False``
+            a ping socket.
+        resolve_dns_default: Look up the reverse DNS names of traceroute and mtr hops unless a call says
+            otherwise (default False).
+        source: Local address to send from (bound on the sockets of its own family).
+        ttl: TTL / hop limit of echo requests, 1–255 (default 64); calls may override it.
+        payload_size: Payload bytes after the 8-byte ICMP header (default 56); calls may override it.
+        rate: A cap in packets per second on everything the client sends, all calls together; ``None``
+            (default) or 0 for no cap.
+        accept_weak: Accept ICMP errors whose quote is too short to carry the probe's whole signature
+            (RFC 792 asks routers for only the IP header and 8 bytes), matched on identifier, sequence and
+            checksum; their results say ``weak=True`` (default True). ``False`` drops them (counted in
+            `EngineStats.refused`): a router that quotes so little then looks silent.
+        interface: Default interface to send out of (see `ping`); each call may override it.
+        tos: Default TOS byte / traffic class, 0–255 (see `ping`).
+        dont_fragment: Default DF mode (see `ping`).
+        mark: Default firewall mark, raw sockets only (see `ping`). Such options ride on each packet, so
+            calls with different options still share the family's socket (IPv4's ``dont_fragment``
+            excepted: one more socket per mode).
+
+    Raises:
+        ValueError: An argument is out of range (``TypeError`` for one of the wrong type).
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 2.0,
+        privileged: bool | None = None,
+        resolve_dns_default: bool = False,
+        source: str | None = None,
+        ttl: int = 64,
+        payload_size: int = 56,
+        rate: float | None = None,
+        accept_weak: bool = True,
+        interface: str | None = None,
+        tos: int | None = None,
+        dont_fragment: bool | str | None = None,
+        mark: int | None = None,
+    ) -> None:
+        self.timeout = check_timeout(timeout)
+        if privileged not in (None, True, False):
+            raise ValueError("privileged must be None, True or False")
+        self.privileged = privileged
+        self.resolve_dns_default = bool(resolve_dns_default)
+        self.source = source
+        self.ttl = check_int(ttl, "ttl", 1, 255)
+        self.payload_size = check_payload(payload_size, v6=True)
+        self.rate = check_rate(rate)
+        self.accept_weak = bool(accept_weak)
+        self._options = check_options(interface=interface, tos=tos, dont_fragment=dont_fragment, mark=mark)
+        self._engine = None
+        self._task_group = None
+        self._host = None
+        self._runner = None
+        self._stopped = None
+        self._closed = False
+        self._reverse = ReverseResolver()
 
     # ------------------------------------------------------------------------------------ operations
 
@@ -462,25 +626,6 @@ class AsyncClient:
         asked = self._probe_options(source, interface, tos, dont_fragment, mark)
         return self._iter_ping(host, family, size, options, asked)
 
-    async def _iter_ping(
-        self,
-        host: str,
-        family: int | None,
-        size: int,
-        options: dict[str, Any],
-        asked: ProbeOptions | None,
-    ) -> AsyncGenerator[EchoResult, None]:
-        from ._ping import iter_series
-
-        engine = self._require_engine()
-        target = await resolve(host, family)
-        check_payload(size, target.v6)
-        send_options = await engine.send_options(asked, target.v6)
-        series = iter_series(engine, target, payload_size=size, options=send_options, **options)
-        async with aclosing(series):
-            async for result in series:
-                yield result
-
     async def traceroute(
         self,
         host: str,
@@ -574,45 +719,6 @@ class AsyncClient:
         normalize_family(family)
         asked = self._probe_options(source, interface, tos, dont_fragment, mark)
         return self._iter_traceroute(host, family, options, asked)
-
-    async def _iter_traceroute(
-        self, host: str, family: int | None, options: dict[str, Any], asked: ProbeOptions | None
-    ) -> AsyncGenerator[Hop, None]:
-        from ._traceroute import iter_hops
-
-        engine = self._require_engine()
-        target = await resolve(host, family)
-        check_payload(options["payload_size"], target.v6)
-        send_options = await engine.send_options(asked, target.v6)
-        async with aclosing(iter_hops(engine, target, options=send_options, **options)) as hops:
-            async for hop in hops:
-                yield hop
-
-    def _trace_options(
-        self,
-        max_hops: int,
-        first_hop: int,
-        probes: int,
-        timeout: float | None,
-        resolve_dns: bool | None,
-        paris: bool,
-        payload_size: int | None,
-    ) -> dict[str, Any]:
-        check_int(max_hops, "max_hops", 1, 255)
-        check_int(first_hop, "first_hop", 1, max_hops)
-        check_int(probes, "probes", 1, 100)
-        dns = self.resolve_dns_default if resolve_dns is None else bool(resolve_dns)
-        return {
-            "max_hops": max_hops,
-            "first_hop": first_hop,
-            "probes": probes,
-            "timeout": self.timeout if timeout is None else check_timeout(timeout),
-            "payload_size": (
-                self.payload_size if payload_size is None else check_int(payload_size, "payload_size", 0)
-            ),
-            "paris": bool(paris),
-            "resolver": self._reverse if dns else None,
-        }
 
     async def path_mtu(
         self,
@@ -726,39 +832,6 @@ class AsyncClient:
         asked = self._probe_options(source, interface, tos, dont_fragment, mark)
         return self._mtr(host, family, cycles, every, max_hops, wait, size, dns, asked)
 
-    async def _mtr(
-        self,
-        host: str,
-        family: int | None,
-        cycles: int | None,
-        interval: float,
-        max_hops: int,
-        timeout: float,
-        size: int,
-        dns: bool,
-        asked: ProbeOptions | None = None,
-    ) -> AsyncGenerator[MtrReport, None]:
-        from ._mtr import mtr
-
-        engine = self._require_engine()
-        target = await resolve(host, family)
-        check_payload(size, target.v6)
-        send_options = await engine.send_options(asked, target.v6)
-        reports = mtr(
-            engine,
-            target,
-            cycles=cycles,
-            interval=interval,
-            max_hops=max_hops,
-            timeout=timeout,
-            payload_size=size,
-            resolver=self._reverse if dns else None,
-            options=send_options,
-        )
-        async with aclosing(reports):
-            async for report in reports:
-                yield report
-
     async def multiping(
         self,
         targets: Iterable[str],
@@ -851,56 +924,3 @@ class AsyncClient:
         from ._multiping import stream
 
         return stream(engine, hosts, options=asked, **options)
-
-    def _sweep_options(
-        self,
-        count: int,
-        interval: float,
-        timeout: float | None,
-        rate: float | None,
-        ttl: int | None,
-        payload_size: int | None,
-        family: int | None,
-    ) -> tuple[Engine, dict[str, Any]]:
-        options = self._echo_options(count=count, interval=interval, timeout=timeout, ttl=ttl)
-        options["payload_size"] = (
-            self.payload_size if payload_size is None else check_payload(payload_size, v6=True)
-        )
-        options["rate"] = check_rate(rate)
-        options["family"] = family
-        normalize_family(family)
-        return self._require_engine(), options
-
-    def _probe_options(
-        self,
-        source: str | None,
-        interface: str | None,
-        tos: int | None,
-        dont_fragment: bool | str | None,
-        mark: int | None,
-    ) -> ProbeOptions | None:
-        """A call's per-probe options over the client's defaults, checked (``ValueError`` before sending)."""
-        asked = check_options(
-            source=source, interface=interface, tos=tos, dont_fragment=dont_fragment, mark=mark
-        )
-        return merge_options(self._options, asked)
-
-    @staticmethod
-    def _hosts(targets: Iterable[str]) -> list[str]:
-        if isinstance(targets, str | bytes):
-            raise TypeError("targets must be an iterable of host strings, not a single string")
-        hosts = list(targets)
-        for host in hosts:
-            if not isinstance(host, str):
-                raise TypeError(f"every target must be a string, not {host!r}")
-        return hosts
-
-    def _echo_options(
-        self, *, count: int, interval: float, timeout: float | None, ttl: int | None
-    ) -> dict[str, Any]:
-        return {
-            "count": check_int(count, "count", 1),
-            "interval": check_interval(interval),
-            "timeout": self.timeout if timeout is None else check_timeout(timeout),
-            "ttl": self.ttl if ttl is None else check_int(ttl, "ttl", 1, 255),
-        }
