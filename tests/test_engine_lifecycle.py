@@ -3,9 +3,12 @@ is in flight (issue 13's findings 1 and 3)."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import struct
+import subprocess
+import sys
 
 import anyio
 import anyio.lowlevel
@@ -136,3 +139,18 @@ async def test_replies_the_kernel_drops_are_counted_not_mistaken_for_loss(quiet:
     assert stats.kernel_drops > 1000
     assert stats.forged > 0
     assert stats.forged + stats.kernel_drops == 2000
+
+
+@pytest.mark.lab
+def test_the_command_line_names_a_refused_send_and_exits_1_not_2(quiet: str) -> None:
+    """A row whose send the kernel refused has an address and an error: not an unresolved name."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "icmpx", "multiping", "198.18.7.7", "-W", "0.2", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 1, proc.stderr
+    row = doc["hosts"][0]
+    assert (row["addr"], row["error"], row["received"]) == ("198.18.7.7", "net-unreachable", 0)

@@ -237,7 +237,9 @@ def web(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[str]]]:
     monkeypatch.setattr(socket, "getaddrinfo", _fake_getaddrinfo(socket.getaddrinfo, asked))
     monkeypatch.setattr(socket, "getnameinfo", _no_reverse_dns)
     app = load_example("web_backend").create_app(timeout=2.0)
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
+    # loop="asyncio": with uvloop installed, uvicorn's "auto" would pick it, and uvloop resolves names in
+    # libuv, past the patched socket.getaddrinfo (a lookup that could leave the machine).
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning", loop="asyncio"))
     listener = socket.create_server(("127.0.0.1", 0))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()

@@ -160,6 +160,9 @@ class FakeEngine:
         self.rounds: collections.Counter[int] = collections.Counter()  # echoes sent per row
         self.discarded = 0
 
+    async def socket_kind(self, v6: bool) -> str:
+        return "raw"  # no socket to open
+
     def _answer(self, target: Any, sink: Any, tag: int, probes: list[Any] | None) -> Any:
         probe = type("FakeProbe", (), {"tag": tag, "done": False})()
         step = self.script[target.addr][self.rounds[tag]]
@@ -657,7 +660,8 @@ def test_cli_json_document() -> None:
     proc = icmpx_cli(*hosts, "-c", "3", "-i", "0.01", "--json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert set(doc) == {"hosts", "elapsed_s"}
+    assert set(doc) == {"hosts", "elapsed_s", "kernel_drops"}
+    assert doc["kernel_drops"] == 0
     assert isinstance(doc["elapsed_s"], float)
     assert 0 < doc["elapsed_s"] < 30
     assert [row["target"] for row in doc["hosts"]] == hosts

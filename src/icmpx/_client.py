@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import anyio
+import anyio.abc
 from anyio.abc import TaskGroup
 
 from ._engine import Engine
@@ -37,11 +38,17 @@ if TYPE_CHECKING:
 __all__ = ["AsyncClient"]
 
 
-def check_timeout(timeout: float, name: str = "timeout") -> float:
+MAX_TIMEOUT = 7 * 24 * 3600.0
+"""The longest an echo may wait for its answer (one week): deadlines are kept in integer nanoseconds."""
+
+
+def check_timeout(timeout: float, name: str = "timeout", high: float | None = MAX_TIMEOUT) -> float:
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise TypeError(f"{name} must be a number of seconds, not {timeout!r}")
     if not math.isfinite(timeout) or timeout <= 0:
         raise ValueError(f"{name} must be a positive number of seconds, not {timeout!r}")
+    if high is not None and timeout > high:
+        raise ValueError(f"{name} must be at most {high:g} seconds, not {timeout!r}")
     return float(timeout)
 
 
@@ -147,6 +154,9 @@ class AsyncClient:
         self._options = check_options(interface=interface, tos=tos, dont_fragment=dont_fragment, mark=mark)
         self._engine: Engine | None = None
         self._task_group: TaskGroup | None = None
+        self._host: int | None = None  # the task that entered the task group (only it may leave it)
+        self._runner: anyio.CancelScope | None = None
+        self._stopped: anyio.Event | None = None  # set when the runner has ended (created on entry)
         self._closed = False
         self._reverse = ReverseResolver()
 
@@ -157,19 +167,40 @@ class AsyncClient:
             raise ClientClosedError("this client was closed; create a new one")
         if self._task_group is not None:
             raise RuntimeError("this client is already open")
+        # The task group is entered here, in the opening ("host") task, but the engine's tasks run one level
+        # down, under a runner task with a cancel scope of its own: closing cancels that scope only, so it
+        # works from any task of the loop and never cancels the host's own code (see `aclose`).
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
-        self._engine = Engine(
-            privileged=self.privileged,
-            source=self.source,
-            ttl=self.ttl,
-            rate=self.rate,
-            spawn=task_group.start_soon,
-            accept_weak=self.accept_weak,
-        )
-        task_group.start_soon(self._engine.run_timer)
+        self._host = anyio.get_current_task().id
+        self._stopped = anyio.Event()
+        try:
+            await task_group.start(self._run_engine)
+        except BaseException:
+            self._task_group = None
+            await task_group.__aexit__(None, None, None)
+            raise
         return self
+
+    async def _run_engine(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """The runner: owns the engine's reader and timer tasks until the client closes."""
+        try:
+            async with anyio.create_task_group() as tasks:
+                self._runner = tasks.cancel_scope
+                self._engine = Engine(
+                    privileged=self.privileged,
+                    source=self.source,
+                    ttl=self.ttl,
+                    rate=self.rate,
+                    spawn=tasks.start_soon,
+                    accept_weak=self.accept_weak,
+                )
+                tasks.start_soon(self._engine.run_timer)
+                task_status.started()
+        finally:
+            assert self._stopped is not None
+            self._stopped.set()
 
     async def __aexit__(
         self,
@@ -182,21 +213,34 @@ class AsyncClient:
     async def aclose(self) -> None:
         """Close the sockets and end every pending call with `ClientClosedError`.
 
-        Idempotent; ``async with`` calls it on the way out.
+        Safe from any task of the client's event loop (a shutdown handler, a watchdog, a task woken by a
+        signal) as well as from the one that opened it: the calls still waiting end with
+        `ClientClosedError`, the opening task's code is not cancelled, and when ``aclose`` returns the
+        engine's tasks have ended and its sockets are closed. Idempotent; concurrent calls all return once
+        the client is closed. ``async with`` calls it on the way out.
         """
-        if self._closed:
+        if not self._closed:
+            self._closed = True
+            if self._engine is not None:
+                self._engine.abort(ClientClosedError("the client was closed while this call was waiting"))
+            if self._runner is not None:
+                self._runner.cancel()
+        if self._task_group is None or self._stopped is None:
             return
-        self._closed = True
-        engine, task_group = self._engine, self._task_group
-        if engine is not None:
-            engine.abort(ClientClosedError("the client was closed while this call was waiting"))
         try:
-            if task_group is not None:
-                task_group.cancel_scope.cancel()
-                await task_group.__aexit__(None, None, None)
+            # Ends promptly: its tasks are cancelled (shielded, so that a caller cancelled meanwhile still
+            # leaves nothing running).
+            with anyio.CancelScope(shield=True):
+                await self._stopped.wait()
         finally:
-            if engine is not None:
-                engine.close_sockets()
+            if self._engine is not None:
+                self._engine.close_sockets()
+        # The task group can only be left by the task that entered it: that task's `__aexit__` (or its own
+        # `aclose`) does it; by then nothing runs in it.
+        task_group = self._task_group
+        if anyio.get_current_task().id == self._host:
+            self._task_group = None
+            await task_group.__aexit__(None, None, None)
 
     @property
     def closed(self) -> bool:
@@ -406,7 +450,8 @@ class AsyncClient:
 
         Takes the same arguments as `ping`. Not a coroutine: iterate over what it returns. Arguments are
         checked when it is called (``ValueError`` before anything is sent); leaving the loop early stops
-        sending.
+        sending. Results flow while the series is being sent (with ``interval=0`` too), and memory follows
+        what is in flight, so ``count`` may be as large as you like.
 
         Yields:
             One `EchoResult` per echo, in sending order.
@@ -673,7 +718,7 @@ class AsyncClient:
         if cycles is not None:
             check_int(cycles, "cycles", 1)
         wait = self.timeout if timeout is None else check_timeout(timeout)
-        every = check_timeout(interval, "interval")  # > 0: a cycle per interval, never a flood
+        every = check_timeout(interval, "interval", None)  # > 0: a cycle per interval, never a flood
         check_int(max_hops, "max_hops", 1, 255)
         size = self.payload_size if payload_size is None else check_payload(payload_size, v6=True)
         normalize_family(family)

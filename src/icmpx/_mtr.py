@@ -7,7 +7,8 @@ yields a report each time the oldest round in flight completes, so reports come 
 
 A hop's figures count a probe once its outcome is final (answered or timed out), so after ``n`` reports every
 displayed hop has ``sent == n``. As in mtr, the hop list ends at the lowest TTL at which the destination has
-answered so far; rounds after the first probe only up to that TTL.
+answered so far; rounds started after its first answer (in any round, complete or not) probe only up to
+that TTL.
 """
 
 from __future__ import annotations
@@ -46,14 +47,20 @@ class _Session:
         self.cycles = 0
         self.names: dict[str, str | None] = {}
 
-    def absorb(self, trace: TraceRound) -> set[str]:
-        """Add a completed round's outcomes; return responders not seen before."""
+    def learn(self, trace: TraceRound) -> None:
+        """Take the destination's TTL from a round as soon as the destination answered in it, whether or not
+        the round is complete: the next rounds then probe no further (with a silent hop, a round completes
+        only when its probes time out, and several rounds may start meanwhile)."""
         if (
             trace.end_ttl is not None
             and trace.reached
             and (self.end_ttl is None or trace.end_ttl < self.end_ttl)
         ):
             self.end_ttl = trace.end_ttl
+
+    def absorb(self, trace: TraceRound) -> set[str]:
+        """Add a completed round's outcomes; return responders not seen before."""
+        self.learn(trace)
         new: set[str] = set()
         for ttl in trace.ttls:
             if ttl > trace.last_ttl:
@@ -137,10 +144,12 @@ async def mtr(
                         session.names.update(await reverse_names(resolver, new))
                     yield session.report()
                     continue
-                # Start the next round when it is due.
+                # Start the next round when it is due, up to the destination's TTL as known so far.
                 if (
                     cycles is None or started < cycles
                 ) and anyio.current_time() >= start + started * interval:
+                    for trace in in_flight:
+                        session.learn(trace)
                     trace = TraceRound(target, session.probe_ttls(), 1, signal)
                     in_flight.append(trace)
                     started += 1

@@ -149,6 +149,10 @@ class _Sweep:
         # Probes are not kept here (finished ones die young, cheap for the GC); `discard` asks the engine.
         targets, engine = self.targets, self.engine
         if self.pacer is not None or engine.paced:
+            # Open the sockets first: the first packet must not leave late (after its pacer slot) while the
+            # next ones keep to the schedule, or the wire would see more than `rate` in a second.
+            for v6 in {target.v6 for target in targets if target is not None}:
+                await engine.socket_kind(v6)
             for index in self.live:
                 if self.pacer is not None:
                     await self.pacer.wait()

@@ -73,17 +73,26 @@ def echo_result(probe: Probe, outcome: Outcome, position: int = 1) -> EchoResult
 
 
 class SeriesSink:
-    """Collects the outcomes of a numbered series of probes (``probe.tag`` is the position)."""
+    """Collects the outcomes of a numbered series of probes (``probe.tag`` is the position).
 
-    def __init__(self, count: int) -> None:
-        self.results: list[EchoResult | None] = [None] * count
-        self.probes: list[Probe] = []
+    Holds only what is in flight: the probes not yet answered, and the results not yet handed over (those
+    after a position still waiting), never a slot per echo of the series, which may be endless."""
+
+    def __init__(self) -> None:
+        self.results: dict[int, EchoResult] = {}
+        self.in_flight: dict[int, Probe] = {}
         self.failure: BaseException | None = None
         self._changed = anyio.Event()
 
     def deliver(self, probe: Probe, outcome: Outcome) -> None:
+        self.in_flight.pop(probe.tag, None)
         self.results[probe.tag] = echo_result(probe, outcome, probe.tag + 1)
         self._changed.set()
+
+    def sent(self, probe: Probe) -> None:
+        """Track a probe just sent (unless its outcome came already: a local send failure)."""
+        if probe.tag not in self.results:
+            self.in_flight[probe.tag] = probe
 
     def abort(self, exc: BaseException) -> None:
         self.failure = exc
@@ -115,15 +124,19 @@ async def iter_series(
     options: SendOptions | None = None,
 ) -> AsyncGenerator[EchoResult, None]:
     """Send ``count`` echoes ``interval`` seconds apart (not waiting for replies, as ping(8) does) and
-    yield each result in sequence order as soon as it and those before it are known."""
-    sink = SeriesSink(count)
+    yield each result in sequence order as soon as it and those before it are known.
+
+    Results are handed over between sends too, so a fast series (``interval=0``) streams while it sends;
+    memory follows what is in flight, whatever ``count`` is."""
+    sink = SeriesSink()
+    results = sink.results
     start = anyio.current_time()
     sent = 0
     yielded = 0
     try:
         with engine.watch(sink):  # closing the client wakes us even between two echoes
             while yielded < count:
-                while sent < count and anyio.current_time() >= start + sent * interval:
+                if sent < count and anyio.current_time() >= start + sent * interval:
                     probe = await engine.send(
                         target,
                         ttl=ttl,
@@ -133,15 +146,16 @@ async def iter_series(
                         tag=sent,
                         options=options,
                     )
-                    sink.probes.append(probe)
+                    sink.sent(probe)
                     sent += 1
                 sink.check()
-                while yielded < count and (result := sink.results[yielded]) is not None:
+                while (result := results.pop(yielded, None)) is not None:
                     yield result
                     yielded += 1
                 if yielded >= count:
                     break
-                wait = None if sent >= count else max(start + sent * interval - anyio.current_time(), 0.0)
-                await sink.changed(wait)
+                due = start + sent * interval - anyio.current_time() if sent < count else None
+                if due is None or due > 0:
+                    await sink.changed(due)
     finally:
-        engine.discard(sink.probes)
+        engine.discard(list(sink.in_flight.values()))

@@ -149,9 +149,10 @@ def _configure(
         if source is not None or not raw:
             # A ping socket's identifier is its port: bind now so getsockname() tells it before any send.
             sock.bind((source or ("::" if v6 else "0.0.0.0"), 0))
+        ident = None if raw else sock.getsockname()[1]
+        receive_buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     except OSError as exc:
         raise SocketError(exc.errno, f"cannot configure the ICMP socket: {exc.strerror}") from exc
-    ident = None if raw else sock.getsockname()[1]
     if warm_up:
         wait_for_receive_timestamps()
     return IcmpSocket(
@@ -160,7 +161,7 @@ def _configure(
         raw=raw,
         ident=ident,
         default_ttl=ttl,
-        receive_buffer=sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+        receive_buffer=receive_buffer,
         tx_stamps=tx_stamps,
     )
 
@@ -207,7 +208,11 @@ def wait_for_receive_timestamps(bound: float = 0.05) -> bool:
     global _timestamps_ready
     if _timestamps_ready:
         return True
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        # Best effort: without a descriptor to spare (EMFILE), say so and let the caller go on.
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    except OSError:
+        return False
     try:
         probe.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         probe.bind(("127.0.0.1", 0))

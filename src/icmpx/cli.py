@@ -653,7 +653,12 @@ def _read_hosts(args: argparse.Namespace) -> list[str]:
     return hosts
 
 
-def multiping_json(rows: Sequence[icmpx.PingStats], elapsed: float) -> dict[str, Any]:
+def _unresolved(row: icmpx.PingStats) -> bool:
+    """Not pinged because its name did not resolve (a send the kernel refused has an address)."""
+    return row.addr is None and row.error is not None and row.error != INTERRUPTED
+
+
+def multiping_json(rows: Sequence[icmpx.PingStats], elapsed: float, kernel_drops: int = 0) -> dict[str, Any]:
     return {
         "hosts": [
             {
@@ -672,6 +677,7 @@ def multiping_json(rows: Sequence[icmpx.PingStats], elapsed: float) -> dict[str,
             for r in rows
         ],
         "elapsed_s": round(elapsed, 6),
+        "kernel_drops": kernel_drops,
     }
 
 
@@ -689,7 +695,11 @@ INTERRUPTED = "interrupted before its echoes were answered"
 
 
 async def _multiping(
-    args: argparse.Namespace, hosts: list[str], done: dict[str, list[icmpx.PingStats]], clock: list[float]
+    args: argparse.Namespace,
+    hosts: list[str],
+    done: dict[str, list[icmpx.PingStats]],
+    clock: list[float],
+    drops: list[int],
 ) -> None:
     progress = not args.json and sys.stderr.isatty() and len(hosts) * args.count >= 1000
     clock.append(anyio.current_time())
@@ -711,6 +721,7 @@ async def _multiping(
                     print(f"\r{count}/{len(hosts)} hosts done", end="", file=sys.stderr, flush=True)
         finally:
             clock.append(anyio.current_time())
+            drops.append(client.stats.kernel_drops)
             if progress:
                 print(file=sys.stderr)
 
@@ -720,7 +731,16 @@ def cmd_multiping(args: argparse.Namespace) -> int:
     out = sys.stdout
     done: dict[str, list[icmpx.PingStats]] = {}  # rows in completion order, per target
     clock: list[float] = []
-    _run(_multiping, args, hosts, done, clock)
+    drops: list[int] = []
+    _run(_multiping, args, hosts, done, clock, drops)
+    kernel_drops = drops[-1] if drops else 0
+    if kernel_drops:
+        # Loss inside this host, not on the network: say so, beside the rows.
+        print(
+            f"icmpx: {kernel_drops} packets were dropped by this host's kernel (socket receive buffer full): "
+            "part of the loss below happened here, not on the network; lower --rate",
+            file=sys.stderr,
+        )
     # Input order; a target Ctrl-C caught before its row was complete says so.
     rows = [
         done[host].pop(0)
@@ -730,19 +750,19 @@ def cmd_multiping(args: argparse.Namespace) -> int:
     ]
     elapsed = clock[-1] - clock[0] if len(clock) > 1 else 0.0
     if args.json:
-        _dump(multiping_json(rows, elapsed), out)
+        _dump(multiping_json(rows, elapsed, kernel_drops), out)
     else:
         if not args.quiet:
             width = min(max(len(_printable(r.target)) for r in rows), NAME_WIDTH)
             out.write("".join(_multiping_line(r, width) + "\n" for r in rows))
         alive = sum(1 for r in rows if r.received)
-        unresolved = sum(1 for r in rows if r.error is not None and r.error != INTERRUPTED)
+        unresolved = sum(1 for r in rows if _unresolved(r))
         print(
             f"{len(rows)} targets, {alive} alive, {len(rows) - alive - unresolved} unreachable, "
             f"{unresolved} unresolved, {elapsed:.3f} s",
             file=out,
         )
-    if any(r.error is not None and r.error != INTERRUPTED for r in rows):
+    if any(_unresolved(r) for r in rows):
         return EXIT_UNRESOLVED
     return EXIT_OK if all(r.received for r in rows) else EXIT_NO_ANSWER
 
