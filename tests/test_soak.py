@@ -224,12 +224,15 @@ async def test_soak_everything_at_once_stays_flat() -> None:
     assert len(fitted) >= 10
     assert all(soak.done.get(k, 0) >= 3 for k in ("ping", "iter_ping", "traceroute", "mtr", "client"))
     # Flat (leaks grow, so one-sided): RSS (after malloc_trim) grows by less than 64 KiB a second (under
-    # 4 MB a minute, in a process holding ~75 MB; a 150 s run measured +9), descriptors and threads by less
-    # than one a minute (idle worker threads expire, which slopes down), and the pending table does not
-    # build up.
+    # 4 MB a minute, in a process holding ~75 MB; a 150 s run measured +9), descriptors and threads do not
+    # climb, and the pending table does not build up.
     assert slopes["rss_kib"] < 64, slopes
-    assert slopes["fds"] < 1 / 60, slopes
-    assert slopes["os_threads"] < 1 / 60, slopes
+    # Descriptors and threads come and go by ones (a worker thread starts, an idle one expires): over the
+    # fitted half a single late step is a slope of 1/45 s, so what must hold is that the second half never
+    # climbs past the first half's highest count by more than that one step.
+    early = [s for s in samples if s["t"] < WARM_UP * SECONDS]
+    for key in ("fds", "os_threads"):
+        assert max(s[key] for s in fitted) <= max(s[key] for s in early) + 1, (key, slopes)
     assert slopes["pending"] < 50, slopes
     assert max(s["pending"] for s in samples) < 20_000
     assert max(s["os_threads"] for s in samples) <= 45  # anyio's worker-thread pool is 40

@@ -136,7 +136,8 @@ async def iter_series(
     try:
         with engine.watch(sink):  # closing the client wakes us even between two echoes
             while yielded < count:
-                if sent < count and anyio.current_time() >= start + sent * interval:
+                # With no interval every echo is due at once: no clock to read (twice per echo, it showed).
+                if sent < count and (not interval or anyio.current_time() >= start + sent * interval):
                     probe = await engine.send(
                         target,
                         ttl=ttl,
@@ -154,6 +155,8 @@ async def iter_series(
                     yielded += 1
                 if yielded >= count:
                     break
+                if sent < count and not interval:
+                    continue  # the next echo is due now
                 due = start + sent * interval - anyio.current_time() if sent < count else None
                 if due is None or due > 0:
                     await sink.changed(due)
