@@ -112,13 +112,15 @@ class _Extra:
 
 
 class _Family:
-    __slots__ = ("channels", "classifier", "extras", "table", "v6")
+    __slots__ = ("channels", "classifier", "extras", "table", "tos", "v6")
 
     def __init__(self, v6: bool, table: PendingTable, classifier: Classifier) -> None:
         self.v6 = v6
         self.channels: list[Channel] = []
         self.table = table
         self.classifier = classifier
+        self.tos = False
+        """Whether the sockets report each reply's TOS (once a call asked for ``tos``: `S.receive_tos`)."""
         self.extras: dict[tuple[int | None, str | None], _Extra] = {}
         """Extra sockets by (``IP_MTU_DISCOVER`` mode, bound address), opened on first use
         (`Engine.open_extra`)."""
@@ -609,6 +611,11 @@ class Engine:
         fam = await self.open(v6)
         icmp = fam.channels[0].icmp
         built = SendOptions.build(options, v6=v6, raw=icmp.raw, kind="raw" if icmp.raw else "ping (dgram)")
+        if options.tos is not None and not fam.tos:
+            # The reply's TOS costs a control message per packet: reported from the first call that sets one.
+            fam.tos = True
+            for channel in fam.channels:
+                S.receive_tos(channel.icmp)
         if built.extra is not None:
             await self.open_extra(v6, built.extra)
         return built
@@ -676,6 +683,8 @@ class Engine:
         return fam
 
     def _start_channel(self, fam: _Family, icmp: S.IcmpSocket) -> Channel:
+        if fam.tos:
+            S.receive_tos(icmp)
         channel = Channel(icmp, fam.classifier)
         open_reader(channel, self)
         fam.channels.append(channel)
