@@ -344,7 +344,9 @@ async def test_tos_and_dont_fragment_per_probe_beside_a_call_without(
             assert replied == {0xB8}  # an echo reply carries its request's TOS, and we read it
         elif name.startswith("zero"):
             assert {p["tos"] for p in wire} == {0}
-            assert replied == {0}
+            # 0, or unknown where the kernel reports it only once a call asked for tos (not yet, maybe)
+            assert replied <= {0, None}
+            assert replied == {0} or not (name.endswith("4") and privileged)  # raw IPv4: the header
         elif name == "df4":
             assert {p["df"] for p in wire} == {True}
             assert {r.request.dont_fragment for r in rs} == {"do"}

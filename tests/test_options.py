@@ -170,3 +170,20 @@ def test_the_blocking_client_takes_the_options_and_finds_the_path_mtu() -> None:
         assert (request.tos, request.interface, request.dont_fragment) == (0x10, "lo", "do")
         found = client.path_mtu("127.0.0.1")
         assert (found.mtu, found.hop, found.reported) == (65535, None, False)
+
+
+def test_reply_tos_is_read_from_raw_ipv4_headers_and_reported_elsewhere_once_asked() -> None:
+    with icmpx.Client(timeout=1) as client:
+        plain4 = client.probe("127.0.0.1")
+        plain6 = client.probe("::1")
+        marked6 = client.probe("::1", tos=0xB8)
+        after6 = client.probe("::1")
+
+    def tos(result: icmpx.EchoResult) -> int | None:
+        assert result.reply is not None
+        return result.reply.received_packet.ip_header.tos
+
+    assert client.stats.socket_kinds[0] == "raw"  # as root (CI)
+    assert tos(plain4) == 0  # the IP header, always
+    assert tos(plain6) is None  # not asked yet: the default path pays for no control message
+    assert (tos(marked6), tos(after6)) == (0xB8, 0)

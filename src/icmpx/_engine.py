@@ -542,6 +542,11 @@ class Engine:
         fam = await self.open(v6)
         icmp = fam.channels[0].icmp
         built = SendOptions.build(options, v6=v6, raw=icmp.raw, kind="raw" if icmp.raw else "ping (dgram)")
+        if options.tos is not None and not fam.tos:
+            # The reply's TOS costs a control message per packet: reported from the first call that sets one.
+            fam.tos = True
+            for channel in fam.channels:
+                S.receive_tos(channel.icmp)
         if built.extra is not None:
             await self.open_extra(v6, built.extra)
         return built

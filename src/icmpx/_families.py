@@ -38,13 +38,15 @@ class Extra:
 
 
 class Family:
-    __slots__ = ("channels", "classifier", "extras", "table", "v6")
+    __slots__ = ("channels", "classifier", "extras", "table", "tos", "v6")
 
     def __init__(self, v6: bool, table: PendingTable, classifier: Classifier) -> None:
         self.v6 = v6
         self.channels: list[Channel] = []
         self.table = table
         self.classifier = classifier
+        self.tos = False
+        """Whether the sockets report each reply's TOS (once a call asked for ``tos``: `S.receive_tos`)."""
         self.extras: dict[tuple[int | None, str | None], Extra] = {}
         """Extra sockets by (``IP_MTU_DISCOVER`` mode, bound address), opened on first use
         (`Families.open_extra`)."""
@@ -180,6 +182,8 @@ class Families(dict[bool, Family]):
         return fam
 
     def _start_channel(self, fam: Family, icmp: S.IcmpSocket) -> Channel:
+        if fam.tos:
+            S.receive_tos(icmp)
         channel = Channel(icmp, fam.classifier)
         open_reader(channel, self._receiver)
         fam.channels.append(channel)

@@ -134,9 +134,10 @@ class IPHeader:
     ttl: int | None
     """The reply's TTL (IPv4) or hop limit (IPv6) where the kernel reports it, else ``None``."""
     tos: int | None = None
-    """The received packet's TOS byte (IPv4) or traffic class (IPv6): read from the header on raw IPv4,
-    from ``IP_RECVTOS`` / ``IPV6_RECVTCLASS`` elsewhere; ``None`` for ICMP errors on ping sockets (the error
-    queue does not say). An echo reply carries the TOS of its request."""
+    """The received packet's TOS byte (IPv4) or traffic class (IPv6). Raw IPv4 sockets read it from the
+    header, always; elsewhere the kernel reports it (``IP_RECVTOS`` / ``IPV6_RECVTCLASS``, one more control
+    message per packet) once a call on the client has asked for ``tos``; else, and for ICMP errors on ping
+    sockets, ``None``. An echo reply carries the TOS of its request."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

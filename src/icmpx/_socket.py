@@ -132,7 +132,6 @@ def _configure(
         tx_stamps = _set_timestamps(sock)
         if v6:
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVTCLASS, 1)  # the reply's traffic class
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_UNICAST_HOPS, ttl)
             if raw:
                 sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, icmp6_filter())
@@ -145,7 +144,6 @@ def _configure(
             else:
                 sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
                 sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
-                sock.setsockopt(socket.IPPROTO_IP, IP_RECVTOS, 1)  # raw sockets read it in the header
         if source is not None or not raw:
             # A ping socket's identifier is its port: bind now so getsockname() tells it before any send.
             sock.bind((source or ("::" if v6 else "0.0.0.0"), 0))
@@ -283,6 +281,19 @@ def set_pmtu_mode(sock: socket.socket, *, v6: bool, mode: int) -> None:
             sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, mode)
     except OSError as exc:
         raise SocketError(exc.errno, f"cannot set the path MTU discovery mode: {exc.strerror}") from exc
+
+
+def receive_tos(icmp: IcmpSocket) -> None:
+    """Have the kernel report each received packet's TOS byte / traffic class (``IP_RECVTOS`` /
+    ``IPV6_RECVTCLASS``): one more control message per packet, so only once a call asks for ``tos``. Raw
+    IPv4 sockets need none: they read the IP header."""
+    if icmp.raw and not icmp.v6:
+        return
+    with contextlib.suppress(OSError):  # the reply's TOS is then unknown (None), nothing worse
+        if icmp.v6:
+            icmp.sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVTCLASS, 1)
+        else:
+            icmp.sock.setsockopt(socket.IPPROTO_IP, IP_RECVTOS, 1)
 
 
 def source_is_local(source: str, *, v6: bool) -> bool:
