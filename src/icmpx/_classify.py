@@ -548,7 +548,7 @@ class BatchDecoder:
                     and rx_ns <= probe.deadline_ns
                     and signature == probe.signature
                     and src == probe.packed
-                    and (not raw_v4 or _checksum_ok_at(data, k * bufsize + 20, length - 20))
+                    and (not raw_v4 or checksum_ok(data[k * bufsize + 20 : k * bufsize + length]))
                 ):
                     probe.done = True
                     answer(probe)
@@ -572,10 +572,3 @@ class BatchDecoder:
         if answered:
             tally.replies += len(answered)
             table.finish_answered(answered)
-
-
-def _checksum_ok_at(data: memoryview, at: int, length: int) -> bool:
-    value = int.from_bytes(data[at : at + length], "big")
-    if length % 2:
-        value <<= 8
-    return value != 0 and value % 0xFFFF == 0

@@ -80,8 +80,8 @@ class SendTimes:
         other entries (ICMP errors, local errors) for the reader to handle."""
         table = self._tables(channel.v6)
         others: list[int] = []
-        if table is None or not n:
-            return list(range(n)) if table is not None else []
+        if table is None:
+            return []
         pending_get = table.get
         bufsize = batch.bufsize
         at = channel.stamp_at  # each sent echo's header where the last one's was (after the link header)
